@@ -66,7 +66,8 @@ class SentenceEncoder:
         self.model = SentenceTransformer(path, device=device, local_files_only=True)
         self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
         self.batch_size = batch_size
-        self.dim = self.model.get_sentence_embedding_dimension()
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = get_dim()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(
