@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override any config key, e.g. --set embed.model=hash (value parsed as YAML)")
     run.add_argument("--quiet", action="store_true", help="no per-stage lines")
+
+    srv = sub.add_parser(
+        "serve",
+        help="start the Ray Serve rater app (OpenAI-style HTTP API) and block until interrupted",
+        description="Serve the rater models of a config: POST /v1/completions, /v1/chat/completions, "
+        "GET /v1/models, /healthz. Models: `serve.models`, else `selectllm.model`.",
+    )
+    srv.add_argument("--config", required=True, help="YAML run configuration (its serve/selectllm/ray sections)")
+    srv.add_argument("--host", help="HTTP host (overrides serve.host)")
+    srv.add_argument("--port", type=int, help="HTTP port (overrides serve.port)")
     return parser
 
 
@@ -71,6 +81,24 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _serve_forever(cfg) -> None:
+    import time
+
+    from selectray import serve
+    from selectray.pipeline import connect
+
+    gpus = connect(cfg)
+    models = cfg.serve.models or [cfg.selectllm.model]
+    serve.start(models, cfg.serve, gpus=gpus)
+    names = ", ".join(m.name for m in models)
+    print(f"serving {names} at http://{cfg.serve.host}:{cfg.serve.port}/v1 (Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.stop()
+
+
 def _user_error(e: BaseException) -> SelectrayError | None:
     """The SelectrayError behind an exception, also when Ray wrapped it in a task error."""
     seen = set()
@@ -91,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config(args.config, _overrides(args))
             run(cfg, quiet=args.quiet)
+        elif args.command == "serve":
+            from selectray.config import load_config
+
+            over = {f"serve.{k}": getattr(args, k) for k in ("host", "port") if getattr(args, k) is not None}
+            _serve_forever(load_config(args.config, over))
         return 0
     except KeyboardInterrupt:
         sys.stderr.write("selectray: interrupted\n")

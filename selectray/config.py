@@ -107,10 +107,20 @@ class SelectLLMConfig(_Section):
     url: str | None = Field(None, description="Use an already running rater app at this base URL instead of starting one.")
     max_in_flight: int = Field(8, gt=0, description="Concurrent requests to the rater.")
     max_tokens: int = Field(24, gt=0, description="Completion tokens the rater may write.")
-    retries: int = Field(3, ge=0, description="Retries (with exponential backoff) per failed request.")
-    min_replicas: int = Field(1, ge=0, description="Serve autoscaling: minimum replicas per model.")
-    max_replicas: int = Field(2, gt=0, description="Serve autoscaling: maximum replicas per model.")
-    target_ongoing_requests: float = Field(4, gt=0, description="Serve autoscaling target of ongoing requests per replica.")
+    retries: int = Field(4, ge=0, description="Retries (with exponential backoff) per failed request.")
+    timeout_s: float = Field(300, gt=0, description="Per-request timeout.")
+
+
+class ServeConfig(_Section):
+    models: list[ModelSpec] | None = Field(None, description="Models to serve; null: the selectllm rater model.")
+    host: str = Field("127.0.0.1", description="HTTP host of the Serve proxy.")
+    port: int = Field(8000, gt=0, lt=65536, description="HTTP port of the Serve proxy.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling: minimum replicas per model.")
+    max_replicas: int = Field(2, gt=0, description="Autoscaling: maximum replicas per model.")
+    target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target of ongoing requests per replica.")
+    max_batch_size: int = Field(8, gt=0, description="Prompts a replica batches into one backend call.")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a replica waits to fill a batch.")
+    num_cpus: float = Field(1, ge=0, description="CPUs per replica.")
 
 
 class HybridConfig(_Section):
@@ -143,6 +153,7 @@ class RunConfig(_Section):
     kcenter: KCenterConfig = Field(default_factory=KCenterConfig, description="Greedy k-center stage.")
     selectit: SelectITConfig = Field(default_factory=SelectITConfig, description="SelectIT scoring.")
     selectllm: SelectLLMConfig = Field(default_factory=SelectLLMConfig, description="SelectLLM picking.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Ray Serve rater application.")
     hybrid: HybridConfig = Field(default_factory=HybridConfig, description="Hybrid method.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report contents.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
