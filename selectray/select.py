@@ -49,3 +49,45 @@ def top_scores(scores: np.ndarray, budget: int) -> np.ndarray:
     """Positions of the `budget` highest scores; ties by position (stable)."""
     order = np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
     return order[:budget].astype(np.int64)
+
+
+def proportional_quotas(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Split `budget` over clusters in proportion to their sizes.
+
+    Largest-remainder rounding (ties: larger cluster, then lower id); every non-empty
+    cluster gets at least one row while the budget allows (when it does not, the
+    largest clusters get one each); no cluster gets more rows than it has.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if budget > total:
+        raise ValueError(f"budget {budget} exceeds the {total} rows in the clusters")
+    quotas = np.zeros(len(sizes), dtype=np.int64)
+    nonempty = np.flatnonzero(sizes > 0)
+    by_size = nonempty[np.lexsort((nonempty, -sizes[nonempty]))]
+    if budget <= len(nonempty):
+        quotas[by_size[:budget]] = 1
+        return quotas
+    ideal = budget * sizes / total
+    quotas = np.floor(ideal).astype(np.int64)
+    frac = ideal - quotas
+    order = np.lexsort((np.arange(len(sizes)), -sizes, -frac))
+    quotas[order[: budget - int(quotas.sum())]] += 1
+    # At least one each: take from the clusters with the largest quotas.
+    for c in by_size[::-1]:
+        if quotas[c] == 0:
+            donor = int(np.lexsort((np.arange(len(sizes)), -quotas))[0])
+            quotas[donor] -= 1
+            quotas[c] = 1
+    return quotas
+
+
+def select_hybrid(assignment: np.ndarray, scores: np.ndarray, quotas: np.ndarray) -> Selection:
+    """The `quotas[c]` best-scored rows of each cluster c; ranked by score overall (ties by position)."""
+    assignment = np.asarray(assignment)
+    valid = np.flatnonzero(assignment >= 0)
+    order = valid[np.lexsort((valid, -scores[valid], assignment[valid]))]  # by cluster, best first
+    starts = np.searchsorted(assignment[order], np.arange(len(quotas)))
+    chosen = np.concatenate([order[s:s + q] for s, q in zip(starts, quotas)]) if len(quotas) else np.empty(0, np.int64)
+    ranked = chosen[np.lexsort((chosen, -scores[chosen]))]
+    return Selection(ranked.astype(np.int64), stats={"quotas": quotas.tolist()})
