@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override any config key, e.g. --set embed.model=hash (value parsed as YAML)")
     run.add_argument("--quiet", action="store_true", help="no per-stage lines")
 
+    res = sub.add_parser(
+        "rescore",
+        help="recompute SelectIT levels (alpha, normalization) from OUT/scores/ without running any model",
+        description="Re-select with other SelectIT settings from the cached rating probabilities of a finished run: "
+        "same config and input, new --alpha / --normalization; no model is loaded.",
+    )
+    res.add_argument("--config", required=True, help="the YAML configuration of the finished run")
+    res.add_argument("--alpha", type=float, help="sentence-level uncertainty weight (overrides selectit.alpha)")
+    res.add_argument("--normalization", choices=("code", "paper"), help="token-level normalization (overrides selectit.normalization)")
+    res.add_argument("--output", help="output directory of the finished run (overrides `output`)")
+    res.add_argument("--quiet", action="store_true", help="no per-stage lines")
+
     srv = sub.add_parser(
         "serve",
         help="start the Ray Serve rater app (OpenAI-style HTTP API) and block until interrupted",
@@ -119,6 +131,17 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config(args.config, _overrides(args))
             run(cfg, quiet=args.quiet)
+        elif args.command == "rescore":
+            from selectray.config import load_config
+            from selectray.pipeline import run
+
+            over = {f"selectit.{k}": getattr(args, k) for k in ("alpha", "normalization") if getattr(args, k) is not None}
+            if args.output:
+                over["output"] = args.output
+            cfg = load_config(args.config, over)
+            if cfg.method not in ("selectit", "hybrid"):
+                raise SelectrayError(f"rescore applies to methods selectit and hybrid, not '{cfg.method}'")
+            run(cfg, quiet=args.quiet, rescore=True)
         elif args.command == "serve":
             from selectray.config import load_config
 

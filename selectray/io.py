@@ -36,6 +36,7 @@ class Rows:
     rejected: pa.Table  # original columns + id, _row, _reject
     columns: TextColumns
     ids: np.ndarray  # id of every usable row, indexed by pos (object array of str)
+    hashes: np.ndarray  # content hash of every usable row, indexed by pos (the cache key of scores)
     fingerprint: str  # hash of (id, content hash) of every usable row, in order
 
     @property
@@ -179,7 +180,8 @@ def read_rows(cfg: RunConfig, files: list[tuple[str, str]], *, need_output: bool
     digest = hashlib.sha256()
     for col in (ID, HASH):
         digest.update("\n".join(all_keys[col].filter(pa.array(ok)).to_pylist()).encode())
-    return Rows(usable, rejected_table, cols, ids[ok], digest.hexdigest()[:32], num_input=len(ids))
+    hashes = all_keys[HASH].to_numpy(zero_copy_only=False)
+    return Rows(usable, rejected_table, cols, ids[ok], hashes[ok], digest.hexdigest()[:32], num_input=len(ids))
 
 
 def _validate_batch(table: pa.Table, cols: TextColumns, max_chars: int, need_output: bool) -> pa.Table:

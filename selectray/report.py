@@ -34,7 +34,8 @@ class StageTimer:
         if not self.quiet:
             note = " (reused checkpoint)" if info.get("reused") else ""
             detail = f" {info['summary']}" if info.get("summary") else ""
-            rate = f", {info['rows_per_second']:,.0f} rows/s" if "rows_per_second" in info else ""
+            r = info.get("rows_per_second")
+            rate = "" if r is None else f", {r:,.0f} rows/s" if r >= 10 else f", {r:.2f} rows/s"
             print(f"[{name}]{detail} {seconds:.1f} s{rate}{note}", flush=True)
 
 

@@ -65,13 +65,27 @@ def write_selected(rows: Rows, selection: Selection, path: Path) -> int:
     return table.num_rows
 
 
-def write_rejected(rows: Rows, path: Path) -> int:
-    """Write every rejected row with `reason` and `input_row` (0-based row number in the input)."""
-    t = rows.rejected
-    if t.num_rows == 0:
+@ray.remote
+def _late(table: pa.Table, positions: np.ndarray, reasons: dict[int, str]) -> pa.Table:
+    picked = table.filter(pc.is_in(table[POS], pa.array(positions)))
+    return picked.append_column(REJECT, pa.array([reasons[p] for p in picked[POS].to_pylist()], pa.string()))
+
+
+def write_rejected(rows: Rows, path: Path, late: dict[int, str] | None = None) -> int:
+    """Write every rejected row with `reason` and `input_row` (0-based row number in the input).
+
+    `late` are usable rows that a later stage could not use (pos -> reason), e.g. a
+    vector with NaN or a response too long for a rater.
+    """
+    parts = [rows.rejected] if rows.rejected.num_rows else []
+    if late:
+        positions = np.fromiter(late, dtype=np.int64)
+        parts += [t.drop_columns([POS]) for t in ray.get([_late.remote(b, positions, late) for b in rows.blocks]) if t.num_rows]
+    if not parts:
         t = pa.table({"id": pa.array([], pa.string()), "reason": pa.array([], pa.string()),
                       "input_row": pa.array([], pa.int64())})
     else:
+        t = pa.concat_tables(parts, promote_options="permissive")
         t = t.rename_columns([{REJECT: "reason", ROW: "input_row", RAW_LINE: "raw_line"}.get(c, c) for c in t.column_names])
         t = t.drop_columns([c for c in t.column_names if c.startswith("_")]).sort_by("input_row")
     pq.write_table(t, path)

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from selectray.select import proportional_quotas, select_hybrid, select_length, select_random, top_scores
+from selectray.select import (
+    proportional_quotas,
+    select_hybrid,
+    select_length,
+    select_random,
+    top_scores,
+)
 
 
 def test_random_is_seeded_and_order_free():
