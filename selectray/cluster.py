@@ -107,10 +107,11 @@ def embedding_layout(files: list[tuple[str, int]]) -> tuple[int, np.dtype]:
         if pa.types.is_fixed_size_list(t):
             sizes[t.list_size] = sizes.get(t.list_size, 0) + rows
         else:
-            pf = pq.ParquetFile(path)
-            if pf.num_row_groups:
-                lengths = pf.read_row_group(0, columns=[EMBEDDING])[EMBEDDING].combine_chunks().value_lengths()
-                values, counts = np.unique(lengths.drop_null().to_numpy(), return_counts=True)
+            # Variable-size lists: sample the first rows' lengths (a small batch, not the file).
+            batch = next(pq.ParquetFile(path).iter_batches(batch_size=1024, columns=[EMBEDDING]), None)
+            if batch is not None:
+                lengths = batch.column(EMBEDDING).value_lengths().drop_null().to_numpy()
+                values, counts = np.unique(lengths, return_counts=True)
                 for v, c in zip(values, counts, strict=True):
                     sizes[int(v)] = sizes.get(int(v), 0) + int(c)
     if not sizes:
@@ -136,7 +137,8 @@ def read_embedding_files(files: list[str], dim: int, dtype: Any = np.float32) ->
     bad_pos, bad_code = [], []
     w = 0
     for path in files:
-        pf = pq.ParquetFile(path, pre_buffer=False)
+        # Stream pages (1 MiB buffer) rather than whole column chunks: lower peak memory.
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
         for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=[POS, EMBEDDING], use_threads=False):
             if batch.column(POS).null_count:
                 raise KCenterError(f"'{path}': column '{POS}' has nulls")

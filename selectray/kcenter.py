@@ -93,6 +93,10 @@ class KCenterResult:
         (`nonfinite_embedding`, `bad_dimension`, `missing_embedding`).
     n_seeds: how many of `centers` were given as seeds.
     passes: passes over the data (exact mode) or rounds (composable).
+    stats: counters and timings, e.g. centers_per_pass, lookahead (final m),
+        exact_resolved, seconds (k-center), seconds_shards / seconds_driver; the
+        distributed run adds num_shards, seconds_startup, shard_seconds,
+        shard_cpu_seconds (and peak_rss_bytes_shards when asked).
     """
 
     centers: np.ndarray

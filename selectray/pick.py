@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from selectray.selection_prompt import completion_suffix, parse_selection, selection_prompt
+from selectray.prompts import completion_suffix, parse_selection, selection_prompt
 
 
 class HandleClient:

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selectray.selection_prompt import completion_suffix, parse_selection, selection_prompt
+from selectray.prompts import completion_suffix, parse_selection, selection_prompt
 
 
 def test_prompt_numbers_candidates_and_states_task():
