@@ -15,7 +15,6 @@ their footers; each actor reads its own files.
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import ray
 
 from selectray.kcenter import (
@@ -137,28 +137,39 @@ def read_embedding_files(files: list[str], dim: int, dtype: Any = np.float32) ->
     bad_pos, bad_code = [], []
     w = 0
     for path in files:
-        # Stream pages (1 MiB buffer) rather than whole column chunks: lower peak memory.
-        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-        for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=[POS, EMBEDDING], use_threads=False):
-            if batch.column(POS).null_count:
-                raise KCenterError(f"'{path}': column '{POS}' has nulls")
-            p = batch.column(POS).to_numpy().astype(np.int64, copy=False)
-            vec, code = _embedding_matrix(batch.column(EMBEDDING), dim)
-            with np.errstate(over="ignore", invalid="ignore"):
-                nrm = sq_norms(vec)
-            code[(code == OK) & ~np.isfinite(nrm)] = NONFINITE
-            ok = code == OK
-            n = int(ok.sum())
-            if n == len(p):
-                x[w : w + n], pos[w : w + n], norms[w : w + n] = vec, p, nrm
-            else:
-                x[w : w + n], pos[w : w + n], norms[w : w + n] = vec[ok], p[ok], nrm[ok]
-                bad_pos.append(p[~ok])
-                bad_code.append(code[~ok])
-            w += n
+        try:
+            w = _read_file(path, dim, x, pos, norms, w, bad_pos, bad_code)
+        except (OSError, pa.ArrowException) as e:
+            raise KCenterError(f"cannot read embeddings file '{path}': {e}") from None
     rej_pos = np.concatenate(bad_pos) if bad_pos else np.empty(0, np.int64)
     codes = np.concatenate(bad_code) if bad_code else np.empty(0, np.uint8)
     return Rows(x[:w], pos[:w], norms[:w], rej_pos, REASONS[codes])
+
+
+def _read_file(path: str, dim: int, x, pos, norms, w: int, bad_pos: list, bad_code: list) -> int:
+    """Append one file's usable rows to x/pos/norms from row w on; returns the new w."""
+    import pyarrow.parquet as pq
+
+    # Stream pages (1 MiB buffer) rather than whole column chunks: lower peak memory.
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=[POS, EMBEDDING], use_threads=False):
+        if batch.column(POS).null_count:
+            raise KCenterError(f"'{path}': column '{POS}' has nulls")
+        p = batch.column(POS).to_numpy().astype(np.int64, copy=False)
+        vec, code = _embedding_matrix(batch.column(EMBEDDING), dim)
+        with np.errstate(over="ignore", invalid="ignore"):
+            nrm = sq_norms(vec)
+        code[(code == OK) & ~np.isfinite(nrm)] = NONFINITE
+        ok = code == OK
+        n = int(ok.sum())
+        if n == len(p):
+            x[w : w + n], pos[w : w + n], norms[w : w + n] = vec, p, nrm
+        else:
+            x[w : w + n], pos[w : w + n], norms[w : w + n] = vec[ok], p[ok], nrm[ok]
+            bad_pos.append(p[~ok])
+            bad_code.append(code[~ok])
+        w += n
+    return w
 
 
 # Per-row status while reading; REASONS[code] is the rejection reason.
@@ -278,9 +289,6 @@ class ShardActor:
         """CPU time this actor's process has used (user + system)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 class RayGroup:

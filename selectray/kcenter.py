@@ -43,6 +43,7 @@ NaN. `pos` of an in-memory array is the row index.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -668,10 +669,11 @@ def cuda_available() -> bool:
 class LocalGroup:
     """Shards in this process (the Ray version is in cluster.py).
 
-    With threads > 1 the shards are called in parallel threads, each with one BLAS
-    thread: numpy releases the GIL in the products, and independent single-threaded
-    products scale better than one multi-threaded BLAS call per small block, above
-    all on a machine shared with other work. The interface the drivers below need:
+    With threads > 1 the shards are called in parallel threads (run_k_center limits
+    BLAS to one thread each): numpy releases the GIL in the products, and independent
+    single-threaded products scale better than one multi-threaded BLAS call per small
+    block, above all on a machine shared with other work. The interface the drivers
+    below need:
     rows, dim, max_sq_norm, vectors(), step(), finalize(), local_greedy(), assign_all().
     """
 
@@ -688,9 +690,7 @@ class LocalGroup:
             return [fn(s) for s in self.shards]
         from concurrent.futures import ThreadPoolExecutor
 
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(self.threads) as pool:
+        with ThreadPoolExecutor(self.threads) as pool:
             return list(pool.map(fn, self.shards))
 
     def vectors(self, positions):
@@ -713,6 +713,20 @@ class LocalGroup:
             return s.apply(vecs, positions, track_radii=True)
 
         return self._map(one)
+
+
+def one_blas_thread():
+    """Context: one BLAS thread per calling thread, for the duration of a run.
+
+    Parallelism comes from shards (threads here, actors in Ray). A multi-threaded
+    BLAS call per small block synchronises its threads for little work, and on a
+    shared machine its spinning threads slow down by 10x or more.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def split_rows(rows: Rows, parts: int) -> list[Rows]:
@@ -1038,9 +1052,10 @@ def greedy_k_center(
     nearest center, ties to the smallest position, until there are k. `lookahead`
     is the number m of candidate rows per pass (default 2048); `device`: None (CUDA
     if available, else numpy), "numpy", or a torch device; `threads`: numpy shards
-    computed in parallel threads (default: the CPUs available, at most one per
-    20,000 rows). The result equals plain greedy in float64 on the same vectors,
-    whatever lookahead, threads or device (see the module docstring).
+    computed in parallel threads, each with one BLAS thread (default: the CPUs
+    available, at most one per 20,000 rows; BLAS is limited to one thread per calling
+    thread while this runs). The result equals plain greedy in float64 on the same
+    vectors, whatever lookahead, threads or device (see the module docstring).
     """
     rows = validate_rows(x)
     if device is None and cuda_available():
@@ -1092,8 +1107,9 @@ def run_k_center(
     group = make_group(rows)
     t0 = time.perf_counter()
     run = certified_greedy if mode == "exact" else composable_greedy
-    centers, radii, stats = run(group, k, forced, lookahead=lookahead, progress=progress)
-    parts = group.finalize(stats.pop("pending_vectors"), stats.pop("pending_pos"))
+    with one_blas_thread():
+        centers, radii, stats = run(group, k, forced, lookahead=lookahead, progress=progress)
+        parts = group.finalize(stats.pop("pending_vectors"), stats.pop("pending_pos"))
     stats["seconds"] = time.perf_counter() - t0
     assignment = np.full(n_rows, -1, np.int64)
     distance = np.full(n_rows, np.nan, np.float32)

@@ -160,6 +160,11 @@ def test_bad_input_errors_and_cleanup(ray_local, pool, tmp_path):
         distributed_k_center(folder, 3, num_shards=0)
     with pytest.raises(KCenterError, match="no Parquet files"):
         distributed_k_center(tmp_path, 3, num_shards=1)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "part-0.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(KCenterError, match="cannot read Parquet file .*part-0.parquet"):
+        distributed_k_center(broken, 3, num_shards=1)
     dup = write_checkpoint(tmp_path / "dup", np.concatenate([x[:50], x[:50]]), [100])
     table = pq.read_table(next(dup.glob("*.parquet")))
     pq.write_table(table.set_column(1, "pos", pa.array(np.arange(100) % 60, pa.int64())), dup / "part-0.parquet")
