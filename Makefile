@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-selectit demo-selectllm test lint bench clean
+.PHONY: install demo demo-random demo-kcenter demo-selectit demo-hybrid test lint clean
 
 install: $(STAMP)
 
@@ -27,11 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(PY) -m selectray run --config examples/demo.yaml
 
-demo-selectit: install
-	$(PY) -m selectray run --config examples/demo.yaml --method selectit --output out/demo-selectit
-
-demo-selectllm: install
-	$(PY) -m selectray run --config examples/demo.yaml --method selectllm --output out/demo-selectllm
+# The same pool with the other methods (outputs in out/demo-<method>).
+demo-random demo-kcenter demo-selectit demo-hybrid: demo-%: install
+	$(PY) -m selectray run --config examples/demo.yaml --method $* --output out/demo-$*
 
 test: install
 	@# pytest exits 5 when it collects nothing: that means discovery broke, say so.

@@ -81,6 +81,9 @@ class ModelSpec(_Section):
     batch_size: int = Field(8, gt=0, description="Prompts per forward pass.")
     concurrency: tuple[int, int] = Field((1, 1), description="Actor pool size (min, max) for this model.")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per actor; null: 1 when CUDA is present, else 0.")
+    threads: int | None = Field(
+        None, gt=0, description="torch CPU threads per actor or replica; null: the node's cores / the pool's max size."
+    )
     params: float | None = Field(None, gt=0, description="Parameter count used as the model weight; null: counted from the loaded model.")
 
 

@@ -107,9 +107,12 @@ class CachingScorer:
     """`map_batches` callable: the SelectIT scorer for a subset of the prompts, output tagged
     with the cache key columns (`row_hash` is the row's content hash, read as the id column)."""
 
-    def __init__(self, prompt_indices: list[int], prompt_hashes: list[str], key: str, params: float | None, **scorer):
+    def __init__(self, prompt_indices: list[int], prompt_hashes: list[str], key: str, params: float | None,
+                 threads: int | None = None, pool_size: int = 1, **scorer):
+        from selectray.backends import use_cpu_threads
         from selectray.scoring import SelectITScorer
 
+        use_cpu_threads(threads, pool_size)
         self.scorer = SelectITScorer(id_column="_hash", **scorer)
         self.prompt_indices = np.asarray(prompt_indices, dtype=np.int32)
         self.prompt_hashes = np.asarray(prompt_hashes, dtype=object)
@@ -156,10 +159,14 @@ def score_model(rows: Rows, spec: ModelSpec, cfg: SelectITConfig, prompts: list[
         part = folder / f"part-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{len(subset)}-{positions[0]}"
         ds = rows.dataset().select_columns(keep)
         ds = ds.map_batches(_only_positions, batch_format="pyarrow", fn_kwargs={"positions": positions})
+        # Small blocks, so the progress bar advances every few batches rather than once
+        # per input block (a large file's block can take hours to score on a CPU).
+        ds = ds.repartition(target_num_rows_per_block=4 * max(spec.batch_size, 16))
         ds = ds.map_batches(
             CachingScorer,
             fn_constructor_kwargs={
                 "prompt_indices": list(subset), "prompt_hashes": prompt_hashes, "key": key, "params": spec.params,
+                "threads": spec.threads, "pool_size": spec.concurrency[1],
                 "model": spec.name, "backend": spec.backend, "batch_size": spec.batch_size,
                 "prompts": [prompts[i] for i in subset], "layout": cfg.layout, "too_long": cfg.too_long,
                 "instruction_column": cols.instruction, "input_column": cols.input if cols.input in available else None,

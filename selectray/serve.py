@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
-from selectray.backends import make_backend
+from selectray.backends import make_backend, use_cpu_threads
 from selectray.config import ModelSpec, ServeConfig
 
 APP_NAME = "selectray-raters"
@@ -68,14 +68,15 @@ class RequestError(Exception):
 class _RaterModel:
     """One model's replica: loads the backend once, batches concurrent prompts."""
 
-    def __init__(self, spec: dict, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01):
+    def __init__(self, spec: dict, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01, replicas: int = 1):
         m = ModelSpec.model_validate(spec)
+        use_cpu_threads(m.threads, replicas)
         self.backend = make_backend(m.backend, m.name, batch_size=m.batch_size)
         self.name = m.name
         self._generate.set_max_batch_size(max_batch_size)
         self._generate.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    def info(self) -> dict:
+    async def info(self) -> dict:
         b = self.backend
         return {"id": self.name, "object": "model", "owned_by": "selectray", "context_length": b.context_length,
                 "params": b.params, "fingerprint": b.fingerprint, "chat_template": b.has_chat_template}
@@ -89,7 +90,7 @@ class _RaterModel:
                                     f"the context length {limit} of model '{self.name}'", "context_length_exceeded")
         return await self._generate(prompt, params)
 
-    def chat_prompt(self, messages: list[dict]) -> str:
+    async def chat_prompt(self, messages: list[dict]) -> str:
         if not self.backend.has_chat_template:
             raise RequestError(400, f"model '{self.name}' has no chat template; use /v1/completions")
         return self.backend.apply_chat_template(messages)
@@ -240,14 +241,19 @@ def build_app(models: list[ModelSpec], cfg: ServeConfig, *, gpus: bool):
             autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                                 "target_ongoing_requests": cfg.target_ongoing_requests},
             ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": num_gpus},
-        ).bind(m.model_dump(), cfg.max_batch_size, cfg.batch_wait_timeout_s)
+        ).bind(m.model_dump(), cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.max_replicas)
     return RaterAPI.bind(handles)
+
+
+# A selection run sends thousands of requests: keep Serve's per-request lines out of the
+# console (they stay in Ray's log files, /tmp/ray/session_latest/logs/serve/).
+QUIET_LOGS = {"log_level": "WARNING", "enable_access_log": False}
 
 
 def start(models: list[ModelSpec], cfg: ServeConfig, *, gpus: bool):
     """Deploy the app on the connected Ray cluster; returns the ingress deployment handle."""
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    return serve.run(build_app(models, cfg, gpus=gpus), name=APP_NAME, route_prefix="/")
+    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config=QUIET_LOGS)
+    return serve.run(build_app(models, cfg, gpus=gpus), name=APP_NAME, route_prefix="/", logging_config=QUIET_LOGS)
 
 
 def stop() -> None:

@@ -389,3 +389,26 @@ def test_vllm_probabilities_match_transformers():
     (c,) = vllm_backend.complete(["The capital of France is"], max_tokens=4)
     (d,) = hf.complete(["The capital of France is"], max_tokens=4)
     assert c.token_ids == d.token_ids
+
+
+def test_cpu_threads_share_the_node_not_rays_one_per_cpu(ray_local):
+    import ray
+
+    from selectray.backends import use_cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        assert use_cpu_threads(3, 1) == 3 and torch.get_num_threads() == 3
+        assert use_cpu_threads(None, 1) == cores
+        assert use_cpu_threads(None, cores * 4) == 1
+    finally:
+        torch.set_num_threads(before)
+
+    @ray.remote(num_cpus=1)
+    def in_a_worker():
+        before = torch.get_num_threads()  # Ray's default: OMP_NUM_THREADS = reserved CPUs
+        return before, use_cpu_threads(None, 1), torch.get_num_threads()
+
+    ray_default, chosen, after = ray.get(in_a_worker.remote())
+    assert ray_default == 1 and chosen == after == len(ray.get(ray.remote(lambda: os.sched_getaffinity(0)).remote()))

@@ -58,3 +58,27 @@ def test_bad_yaml_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert "not valid YAML" in str(e.value) and "line" in str(e.value)
+
+
+def _keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    from selectray.config import ModelSpec
+
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and ann is not ModelSpec:
+            yield from _keys(ann, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def test_readme_documents_every_config_key():
+    """The README's config reference must not drift from the config models."""
+    from pathlib import Path
+
+    from selectray.config import ModelSpec, RunConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [k for k in [*_keys(RunConfig), *_keys(ModelSpec)] if f"| `{k}` |" not in readme]
+    assert not missing, f"README config reference lacks {missing}"

@@ -17,6 +17,7 @@ each tokenized on its own; prompts with the same non-empty prefix share its comp
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -146,3 +147,18 @@ def make_backend(name: str, model: str, **options) -> RaterBackend:
             return VLLMBackend(model, **options)
         case _:
             raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+
+
+def use_cpu_threads(threads: int | None, actors_per_node: int) -> int:
+    """Set torch's CPU thread count in this (actor) process; returns it.
+
+    Ray starts a worker with OMP_NUM_THREADS=1 for each CPU it reserves, so a model
+    actor on a laptop would use one core however many are idle. `threads` (from the
+    model spec) wins; otherwise the node's cores are shared among the pool's actors.
+    """
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = threads or max(1, cores // max(1, actors_per_node))
+    torch.set_num_threads(n)
+    return n
