@@ -223,6 +223,23 @@ def test_stop_strings_cut_the_completion(tiny):
     assert cut.completion_tokens <= full.completion_tokens
 
 
+def test_stop_strings_end_generation_early(tiny):
+    calls = []
+    hook = tiny.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        (full,) = tiny.complete(["Say something:"], max_tokens=12)
+        n_full = len(calls)
+        stop = tiny.tokenizer.decode(list(full.token_ids[:3]))
+        if full.finish_reason != "length" or len(stop) < 2:
+            pytest.skip("the random model's text does not allow a clean early stop")
+        calls.clear()
+        (cut,) = tiny.complete(["Say something:"], max_tokens=12, stop=[stop])
+    finally:
+        hook.remove()
+    assert cut.text == full.text[: full.text.find(stop)] and cut.finish_reason == "stop"
+    assert len(calls) <= n_full - 6  # the model was not run for the remaining tokens
+
+
 def test_backend_selection_errors():
     with pytest.raises(ConfigError, match="unknown backend"):
         make_backend("onnx", "smollm2-135m")

@@ -209,6 +209,9 @@ class TransformersBackend(RaterBackend):
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
             output_logits=logprobs is not None,
+            # Stop generating once every sequence of a batch has reached a stop string
+            # (the text is still cut exactly in _finish).
+            stop_strings=list(stop) if stop else None,
         )
         results: list[Completion | None] = [None] * len(seqs)
         for batch in length_batches([len(s) for s in seqs], self.batch_size, self.max_batch_tokens):
@@ -224,6 +227,7 @@ class TransformersBackend(RaterBackend):
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 generation_config=cfg,
+                tokenizer=self.tokenizer if stop else None,
             )
             steps = torch.stack(gen.logits, 1).float().log_softmax(-1) if logprobs is not None else None
             for r, i in enumerate(batch):
