@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -56,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from selectray.cpus import usable_cpus
 from selectray.errors import SelectrayError
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
@@ -741,11 +741,7 @@ def split_rows(rows: Rows, parts: int) -> list[Rows]:
 
 def default_threads(n_rows: int) -> int:
     """CPUs this process may use, but at least ~20,000 rows per thread."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, n_rows // 20_000))
+    return max(1, min(usable_cpus(), n_rows // 20_000))
 
 
 def merge_vectors(parts, dim):
@@ -859,6 +855,16 @@ class _Candidates:
             self.exact_idx = np.concatenate([self.exact_idx, todo])
 
 
+def forced_vectors(group, forced) -> np.ndarray:
+    """The vectors of the rows at positions `forced`, in that order, gathered from the shards."""
+    got_pos, got_vec = group.vectors(np.asarray(forced, np.int64))
+    lookup = {int(p): i for i, p in enumerate(got_pos)}
+    missing = [p for p in forced if p not in lookup]
+    if missing:
+        raise KCenterError(f"positions not in the pool: {_preview(missing)}")
+    return got_vec[[lookup[p] for p in forced]]
+
+
 def certified_greedy(
     group,
     k: int,
@@ -882,12 +888,7 @@ def certified_greedy(
     dim = group.dim
     delta = distance_error_bound(dim, group.max_sq_norm)
     if forced_vecs is None:
-        got_pos, got_vec = group.vectors(np.asarray(forced, np.int64))
-        lookup = {int(p): i for i, p in enumerate(got_pos)}
-        missing = [p for p in forced if p not in lookup]
-        if missing:
-            raise KCenterError(f"positions not in the pool: {_preview(missing)}")
-        forced_vecs = got_vec[[lookup[p] for p in forced]]
+        forced_vecs = forced_vectors(group, forced)
     forced_vecs = np.ascontiguousarray(forced_vecs, dtype=np.float32)
 
     centers: list[int] = []
@@ -974,12 +975,7 @@ def composable_greedy(
     """
     bar = _progress_bar(progress, 3, "k-center (composable)")
     try:
-        fpos, fvec = group.vectors(np.asarray(forced, np.int64))
-        lookup = {int(p): i for i, p in enumerate(fpos)}
-        missing = [p for p in forced if p not in lookup]
-        if missing:
-            raise KCenterError(f"positions not in the pool: {_preview(missing)}")
-        fvec = fvec[[lookup[p] for p in forced]]
+        fvec = forced_vectors(group, forced)
         forced_pos = np.asarray(forced, np.int64)
         parts = group.local_greedy(k, fvec, forced_pos, lookahead)
         bar.update(1)

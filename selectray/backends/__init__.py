@@ -17,12 +17,12 @@ each tokenized on its own; prompts with the same non-empty prefix share its comp
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from selectray.cpus import usable_cpus
 from selectray.errors import ConfigError
 from selectray.prompts import RatingTokens, find_rating_tokens
 
@@ -158,7 +158,6 @@ def use_cpu_threads(threads: int | None, actors_per_node: int) -> int:
     """
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = threads or max(1, cores // max(1, actors_per_node))
+    n = threads or max(1, usable_cpus() // max(1, actors_per_node))
     torch.set_num_threads(n)
     return n
