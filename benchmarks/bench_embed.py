@@ -39,11 +39,12 @@ def main() -> None:
     from make_pool import make_rows
     from sentence_transformers import SentenceTransformer
 
-    from selectray.embed import EMBEDDING, Embedder, embedding_text, l2_normalise, resolve_model
+    from selectray.columns import EMBEDDING
+    from selectray.stages.embed import Embedder, embedding_text, l2_normalise, resolve_embedder
 
     rows = make_rows(args.rows, seed=3)
     texts = [embedding_text(r["instruction"], r["input"]) for r in rows]
-    path = resolve_model("all-MiniLM-L6-v2")
+    path = resolve_embedder("all-MiniLM-L6-v2")
     print(f"{len(texts)} rows, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
 
     def plain_loop():

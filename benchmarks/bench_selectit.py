@@ -27,7 +27,8 @@ from scipy.stats import spearmanr
 
 from selectray.models import load_model
 from selectray.prompts import RATING_PROMPTS, build_rating_prompt
-from selectray.scoring import SelectITScorer, row_scores
+from selectray.scoring import row_scores
+from selectray.stages.scorer import SelectITScorer
 
 TOPICS = [
     ("photosynthesis", "plants capture light energy in chlorophyll and use it to turn carbon dioxide and water into glucose"),

@@ -269,7 +269,7 @@ def main() -> None:
 
     from selectray import serve as rater_app
     from selectray.backends import make_backend
-    from selectray.config import ModelSpec, ServeConfig
+    from selectray.settings import ModelSpec, ServeConfig
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

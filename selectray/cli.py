@@ -7,8 +7,8 @@ import sys
 
 import yaml
 
-from selectray.config import METHODS, RunConfig
 from selectray.errors import SelectrayError
+from selectray.methods import METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,8 +18,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _config_help() -> str:
-    lines = ["config sections (YAML keys; `--set section.key=value` overrides any of them):"]
-    for name, field in RunConfig.model_fields.items():
+    from selectray.config import config_model
+
+    lines = ["methods:"]
+    lines += [f"  {name}: {m.summary}" for name, m in METHODS.items()]
+    lines += ["", "config sections (YAML keys; `--set section.key=value` overrides any of them):"]
+    for name, field in config_model().model_fields.items():
         lines.append(f"  {name}: {field.description}")
     return "\n".join(lines)
 
@@ -41,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="YAML run configuration (see examples/demo.yaml)")
     run.add_argument("--input", nargs="+", help="input Parquet/JSONL files or folders (overrides `input`)")
     run.add_argument("--output", help="output directory (overrides `output`)")
-    run.add_argument("--method", choices=METHODS, help="selection method (overrides `method`)")
+    run.add_argument("--method", choices=list(METHODS), help="selection method (overrides `method`)")
     size = run.add_mutually_exclusive_group()
     size.add_argument("--budget", type=int, help="number of rows to select (overrides `budget`)")
     size.add_argument("--proportion", type=float, help="share of usable rows to select, 0-1 (overrides `proportion`)")
@@ -97,9 +101,9 @@ def _serve_forever(cfg) -> None:
     import time
 
     from selectray import serve
-    from selectray.pipeline import connect
+    from selectray.session import connect
 
-    gpus = connect(cfg)
+    gpus = connect(cfg.ray)
     models = cfg.serve.models or [cfg.selectllm.model]
     serve.start(models, cfg.serve, gpus=gpus)
     names = ", ".join(m.name for m in models)
@@ -139,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.output:
                 over["output"] = args.output
             cfg = load_config(args.config, over)
-            if cfg.method not in ("selectit", "hybrid"):
-                raise SelectrayError(f"rescore applies to methods selectit and hybrid, not '{cfg.method}'")
+            scored = [n for n, m in METHODS.items() if any(s.name == "score" for s in m.stages)]
+            if cfg.method not in scored:
+                raise SelectrayError(f"rescore applies to methods {' and '.join(scored)}, not '{cfg.method}'")
             run(cfg, quiet=args.quiet, rescore=True)
         elif args.command == "serve":
             from selectray.config import load_config

@@ -1,6 +1,6 @@
 """SelectLLM candidate groups: what one rater prompt shows. Pure numpy, no Ray.
 
-Two groupings (SPEC 3.5):
+Two groupings (docs/methods.md, "SelectLLM"):
 * `kcenter_groups`: one group per k-center cluster, up to r members drawn with the
   run's seed, stratified by distance to the center (so a group shows both typical and
   outlying members of its cluster, not only the ones hugging the center).
@@ -40,11 +40,6 @@ def kcenter_groups(assignment: np.ndarray, distance: np.ndarray, num_clusters: i
             members = members[picks]
         groups.append(rng.permutation(members))
     return groups
-
-
-def nearest_in_group(group: np.ndarray, distance: np.ndarray) -> int:
-    """The fallback pick of a group: its member closest to the cluster center."""
-    return int(group[np.argmin(distance[group])])
 
 
 def kmeans_regions(dist_to_centers: np.ndarray, n_regions: int) -> list[np.ndarray]:

@@ -1,6 +1,6 @@
 """Prompt text for the rater LLMs, and the lookup of rating tokens (pure: no model, no I/O).
 
-SelectIT (SPEC 3.4) asks a model to rate an instruction-response pair with K rating
+SelectIT (docs/methods.md, "SelectIT") asks a model to rate an instruction-response pair with K rating
 prompts and reads the next-token probabilities of "1".."5". Two layouts:
 
 * ``paper`` (default), the paper's order::
@@ -19,7 +19,7 @@ Every prompt is returned as a (prefix, suffix) pair of strings; the model sees t
 token ids of ``prefix`` followed by those of ``suffix`` (each tokenized on its own),
 so the shared prefix has the same tokens in all K prompts of a row.
 
-SelectLLM (SPEC 3.5) shows a rater numbered candidates [1]..[r] and asks for the most
+SelectLLM (docs/methods.md, "SelectLLM") shows a rater numbered candidates [1]..[r] and asks for the most
 beneficial ones: `selection_prompt` builds that prompt and `parse_selection` reads the
 answer back, robustly.
 """

@@ -9,9 +9,10 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from selectray.storage import Location
 
 
 @dataclass
@@ -92,7 +93,51 @@ def bars(counts: dict[str, int], *, xlabel: str):
     return draw
 
 
-def write_report(out_dir: Path, data: dict, figures: Figures) -> None:
+def radius_curve(radii: np.ndarray):
+    """A draw function: the k-center coverage radius as centers are added."""
+
+    def draw(ax):
+        ax.plot(np.arange(1, len(radii) + 1), radii, color="#d9534f")
+        ax.set_xlabel("centers")
+        ax.set_ylabel("coverage radius")
+
+    return draw
+
+
+def cluster_report(c, figures: Figures) -> dict:
+    """The k-center section of the report (`c`: stages.kcenter.Clusters)."""
+    sizes = c.sizes()
+    figures.add("Coverage radius as centers are added", radius_curve(c.radii))
+    figures.add("Cluster sizes", histogram(sizes, xlabel="rows per cluster", bins=min(40, max(5, len(sizes) // 2))))
+    return {"k": int(len(c.centers)), "seeds": c.n_seeds, "radius": float(c.radii[-1]), "passes": c.passes,
+            "reused": c.reused, "cluster_size": {"min": int(sizes.min()), "median": float(np.median(sizes)),
+                                                 "max": int(sizes.max())}}
+
+
+def coverage(embeddings, positions: np.ndarray, usable: np.ndarray, sample_size: int, seed: int) -> dict:
+    """How well the selected rows cover the pool, next to a random subset of the same size.
+
+    Distances from a seeded sample of the pool to the nearest selected row: the
+    radius (max) and the mean, against the same for a random subset.
+    """
+    from selectray.embeddings import read_embeddings
+    from selectray.kcenter.distances import nearest_distances
+
+    rng = np.random.default_rng(seed + 1)
+    pool = np.flatnonzero(usable)
+    sample = rng.choice(pool, size=min(len(pool), sample_size), replace=False)
+    random_subset = rng.choice(pool, size=len(positions), replace=False)
+    wanted = np.unique(np.concatenate([sample, positions, random_subset]))
+    pos, vectors = read_embeddings(embeddings.files(), wanted)
+    lookup = np.empty(len(usable), dtype=np.int64)
+    lookup[pos] = np.arange(len(pos))
+    sel = nearest_distances(vectors[lookup[sample]], vectors[lookup[positions]])
+    rnd = nearest_distances(vectors[lookup[sample]], vectors[lookup[random_subset]])
+    return {"sample_rows": int(len(sample)), "radius": float(sel.max()), "mean_distance": float(sel.mean()),
+            "random_radius": float(rnd.max()), "random_mean_distance": float(rnd.mean())}
+
+
+def write_report(out_dir: Location, data: dict, figures: Figures) -> None:
     """Write report.json and a self-contained report.html."""
     (out_dir / "report.json").write_text(json.dumps(data, indent=2, default=_jsonable))
     rows = "".join(

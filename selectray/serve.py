@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
-from selectray.backends import make_backend, use_cpu_threads
-from selectray.config import ModelSpec, ServeConfig
+from selectray.backends import make_backend
+from selectray.resources import actor_options, use_cpu_threads
+from selectray.settings import ModelSpec, ServeConfig
 
 APP_NAME = "selectray-raters"
 
@@ -235,12 +236,11 @@ def build_app(models: list[ModelSpec], cfg: ServeConfig, *, gpus: bool):
     """The application: a RaterModel deployment per model, bound into the RaterAPI ingress."""
     handles = {}
     for m in models:
-        num_gpus = m.num_gpus if m.num_gpus is not None else (1 if gpus else 0)
         handles[m.name] = RaterModel.options(
             name=f"rater-{m.name}",
             autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                                 "target_ongoing_requests": cfg.target_ongoing_requests},
-            ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": num_gpus},
+            ray_actor_options=actor_options(m.resources(num_cpus=cfg.num_cpus), gpus),
         ).bind(m.model_dump(), cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.max_replicas)
     return RaterAPI.bind(handles)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from selectray.backends import Completion, Prompt, RaterBackend, RatingProbs, truncate_at_stop
+from selectray.backends.base import Completion, Prompt, RaterBackend, RatingProbs, truncate_at_stop
 from selectray.models import LoadedModel, load_model
 
 

