@@ -11,21 +11,13 @@ from __future__ import annotations
 from selectray.context import RunContext
 from selectray.errors import ConfigError, InputError
 from selectray.methods import METHODS
-from selectray.report import (
-    Figures,
-    StageTimer,
-    bars,
-    cluster_report,
-    coverage,
-    histogram,
-    write_report,
-)
+from selectray.report import StageTimer, build_report
 from selectray.session import connect
 from selectray.stages.embed import embed_stage
 from selectray.stages.kcenter import kcenter_stage, seed_ids
 from selectray.stages.read import read_pool, resolve_inputs
 from selectray.stages.selection import check_selection
-from selectray.stages.write import gather_lengths, reject_counts, write_rejected, write_selected
+from selectray.stages.write import gather_lengths, write_rejected, write_selected
 from selectray.storage import Location
 
 
@@ -79,32 +71,7 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
         n_rejected = write_rejected(ctx.pool, out / "rejected.parquet", ctx.rejects.late)
         st["rows"] = n_selected
 
-    figures = Figures()
-    lengths = ctx.lengths
-    report = {
-        "method": cfg.method,
-        "input": cfg.input,
-        "output": out.uri,
-        "input_rows": ctx.pool.num_input,
-        "selected": n_selected,
-        "not_selected": ctx.pool.num_usable - len(ctx.rejects.late) - n_selected,
-        "rejected": n_rejected,
-        "rejected_by_reason": reject_counts(ctx.pool, ctx.rejects.late),
-        "budget": ctx.budget,
-        "seed": cfg.seed,
-        "stages": timer.stages,
-        "selection": selection.stats,
-        "length": {"pool_mean": float(lengths.mean()), "selected_mean": float(lengths[selection.positions].mean())},
-    }
-    figures.add("Row length (characters)", histogram(lengths, lengths[selection.positions], xlabel="characters"))
-    if report["rejected_by_reason"]:
-        figures.add("Rejected rows by reason", bars(report["rejected_by_reason"], xlabel="rows"))
-    if ctx.clusters is not None:
-        report["kcenter"] = cluster_report(ctx.clusters, figures)
-    report.update(method.report(ctx, selection, figures))
-    if ctx.embeddings is not None:
-        report["coverage"] = coverage(ctx.embeddings, selection.positions, usable, cfg.report.coverage_sample, cfg.seed)
-    write_report(out, report, figures)
+    report = build_report(ctx, method, selection, timer.stages, n_selected, n_rejected)
     if not quiet:
         print(
             f"{ctx.pool.num_input} input rows = {n_selected} selected + {report['not_selected']} not selected "

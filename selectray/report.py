@@ -114,27 +114,39 @@ def cluster_report(c, figures: Figures) -> dict:
                                                  "max": int(sizes.max())}}
 
 
-def coverage(embeddings, positions: np.ndarray, usable: np.ndarray, sample_size: int, seed: int) -> dict:
-    """How well the selected rows cover the pool, next to a random subset of the same size.
+def build_report(ctx, method, selection, stages: dict, n_selected: int, n_rejected: int) -> dict:
+    """Assemble report.json and report.html of a finished run from its context; returns the report."""
+    from selectray.coverage import coverage
+    from selectray.stages.write import reject_counts
 
-    Distances from a seeded sample of the pool to the nearest selected row: the
-    radius (max) and the mean, against the same for a random subset.
-    """
-    from selectray.embeddings import read_embeddings
-    from selectray.kcenter.distances import nearest_distances
-
-    rng = np.random.default_rng(seed + 1)
-    pool = np.flatnonzero(usable)
-    sample = rng.choice(pool, size=min(len(pool), sample_size), replace=False)
-    random_subset = rng.choice(pool, size=len(positions), replace=False)
-    wanted = np.unique(np.concatenate([sample, positions, random_subset]))
-    pos, vectors = read_embeddings(embeddings.files(), wanted)
-    lookup = np.empty(len(usable), dtype=np.int64)
-    lookup[pos] = np.arange(len(pos))
-    sel = nearest_distances(vectors[lookup[sample]], vectors[lookup[positions]])
-    rnd = nearest_distances(vectors[lookup[sample]], vectors[lookup[random_subset]])
-    return {"sample_rows": int(len(sample)), "radius": float(sel.max()), "mean_distance": float(sel.mean()),
-            "random_radius": float(rnd.max()), "random_mean_distance": float(rnd.mean())}
+    cfg, pool, lengths = ctx.cfg, ctx.pool, ctx.lengths
+    figures = Figures()
+    report = {
+        "method": cfg.method,
+        "input": cfg.input,
+        "output": ctx.out.uri,
+        "input_rows": pool.num_input,
+        "selected": n_selected,
+        "not_selected": pool.num_usable - len(ctx.rejects.late) - n_selected,
+        "rejected": n_rejected,
+        "rejected_by_reason": reject_counts(pool, ctx.rejects.late),
+        "budget": ctx.budget,
+        "seed": cfg.seed,
+        "stages": stages,
+        "selection": selection.stats,
+        "length": {"pool_mean": float(lengths.mean()), "selected_mean": float(lengths[selection.positions].mean())},
+    }
+    figures.add("Row length (characters)", histogram(lengths, lengths[selection.positions], xlabel="characters"))
+    if report["rejected_by_reason"]:
+        figures.add("Rejected rows by reason", bars(report["rejected_by_reason"], xlabel="rows"))
+    if ctx.clusters is not None:
+        report["kcenter"] = cluster_report(ctx.clusters, figures)
+    report.update(method.report(ctx, selection, figures))
+    if ctx.embeddings is not None:
+        report["coverage"] = coverage(ctx.embeddings, selection.positions, ctx.usable(), cfg.report.coverage_sample,
+                                      cfg.seed)
+    write_report(ctx.out, report, figures)
+    return report
 
 
 def write_report(out_dir: Location, data: dict, figures: Figures) -> None:

@@ -44,26 +44,56 @@ class SelectLLM(Method):
 
     def select(self, ctx, usable):
         p = ctx.picks
-        chosen = exact_budget(p.picked, np.where(usable, p.owner, -1), p.distance, ctx.budget)
-        stats = {"groups": len(p.groups), "grouping": p.grouping, "fallbacks": p.stats.fallbacks}
-        return Selection(chosen, {"cluster_id": p.owner, "group_id": p.group_of}, stats=stats)
+        want = ctx.cfg.selectllm.picks
+        chosen, how = choose_rows(p.picked, [p.fallback_order(g) for g in range(len(p.groups))], p.stats.status,
+                                  want, np.where(usable, p.owner, -1), p.distance, ctx.budget)
+        picked_by = np.full(len(usable), None, dtype=object)
+        picked_by[chosen] = how
+        reasons, counts = np.unique(np.asarray(how, dtype=object), return_counts=True) if len(how) else ([], [])
+        stats = {"groups": len(p.groups), "grouping": p.grouping, "fallbacks": p.stats.fallbacks,
+                 "chosen_by": {str(r): int(c) for r, c in zip(reasons, counts)}, "never_shown": p.never_shown}
+        return Selection(chosen, {"cluster_id": p.owner, "group_id": p.group_of, "picked_by": picked_by}, stats=stats)
 
     def report(self, ctx, selection, figures):
-        return {"selectllm": {k: v for k, v in asdict(ctx.picks.stats).items() if k != "answers"}}
+        stats = {k: v for k, v in asdict(ctx.picks.stats).items() if k not in ("answers", "status")}
+        return {"selectllm": {**stats, "chosen_by": selection.stats["chosen_by"],
+                              "never_shown": selection.stats["never_shown"]}}
 
 
-def exact_budget(picked: list[np.ndarray], owner: np.ndarray, distance: np.ndarray, budget: int) -> np.ndarray:
-    """Picks in rank order (every group's first pick, then every second pick, ...), cut or topped up to `budget`.
+RATER = "rater"  # a row the rater picked; every other selected row carries its fallback reason
 
-    A shortfall (groups smaller than the picks asked of them) is filled from the largest
-    clusters, one row per cluster in turn, nearest to its center first.
+
+def choose_rows(picked: list[np.ndarray], fallback_order: list[np.ndarray], status: list[str], picks: int,
+                owner: np.ndarray, distance: np.ndarray, budget: int) -> tuple[np.ndarray, list[str]]:
+    """Exactly `budget` rows (when the pool has them), best first, and how each was chosen.
+
+    Each group contributes its rater's picks, then, when it asked for more than the answer
+    gave, its candidates nearest the center, marked with the group's status ("unparsable"
+    or "failed_request"). Rank order: every group's first row, then every second row, ...;
+    a row chosen twice (it sat in two groups) counts once. A shortfall is filled from the
+    largest clusters, one row per cluster in turn, nearest to its center first, marked
+    "short_group". Rows whose `owner` is -1 are never chosen by a fallback.
     """
-    depth = max((len(p) for p in picked), default=0)
-    ranked = [int(p[d]) for d in range(depth) for p in picked if d < len(p)]
-    ranked = list(dict.fromkeys(ranked))[:budget]
+    per_group: list[list[tuple[int, str]]] = []
+    for g, rows in enumerate(picked):
+        mine = [(int(p), RATER) for p in rows]
+        want = min(picks, len(fallback_order[g]))
+        reason = status[g] if status[g] != "ok" else "unparsable"
+        for p in fallback_order[g]:
+            if len(mine) >= want:
+                break
+            if int(p) not in {q for q, _ in mine} and owner[int(p)] >= 0:
+                mine.append((int(p), reason))
+        per_group.append(mine)
+    depth = max((len(m) for m in per_group), default=0)
+    ranked: dict[int, str] = {}
+    for d in range(depth):
+        for m in per_group:
+            if d < len(m) and m[d][0] not in ranked and len(ranked) < budget:
+                ranked[m[d][0]] = m[d][1]
     if len(ranked) < budget:
         taken = np.zeros(len(owner), dtype=bool)
-        taken[ranked] = True
+        taken[list(ranked)] = True
         valid = np.flatnonzero((owner >= 0) & ~taken)
         queues = {}
         for c in np.unique(owner[valid]):
@@ -73,5 +103,5 @@ def exact_budget(picked: list[np.ndarray], owner: np.ndarray, distance: np.ndarr
         while len(ranked) < budget and any(queues[c] for c in order):
             for c in order:
                 if queues[c] and len(ranked) < budget:
-                    ranked.append(int(queues[c].pop(0)))
-    return np.asarray(ranked, dtype=np.int64)
+                    ranked[int(queues[c].pop(0))] = "short_group"
+    return np.fromiter(ranked, dtype=np.int64, count=len(ranked)), list(ranked.values())

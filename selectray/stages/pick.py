@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import ray
 
 from selectray.columns import POS
-from selectray.groups import kcenter_groups, kmeans_regions
+from selectray.groups import kcenter_groups
 from selectray.stages.rater_client import HandleClient, HttpClient, PickStats, pick_groups
 
 
@@ -27,12 +27,18 @@ class Picks:
     """The pick stage's result; arrays indexed by pos."""
 
     groups: list[np.ndarray]  # candidate positions shown, per group
-    picked: list[np.ndarray]  # chosen positions per group: the rater's picks, then fallbacks
+    picked: list[np.ndarray]  # the rater's valid picks per group (may be fewer than asked)
     owner: np.ndarray  # the cluster (or region) of each row, -1 for none
     distance: np.ndarray  # each row's distance to its cluster's center (fallback order)
-    group_of: np.ndarray  # the group each row was shown in, -1 if never shown
+    group_of: np.ndarray  # the (first) group each row was shown in, -1 if never shown
     grouping: str
-    stats: PickStats
+    stats: PickStats  # requests, tokens, each group's raw answer and status
+    never_shown: int = 0  # usable rows no rater saw (in no group, or left out of a large region)
+
+    def fallback_order(self, g: int) -> np.ndarray:
+        """Group g's shown candidates, nearest to their center first (ties: position)."""
+        members = self.groups[g]
+        return members[np.lexsort((members, self.distance[members]))]
 
 
 @ray.remote
@@ -52,22 +58,24 @@ def gather_texts(pool, positions: np.ndarray) -> dict[int, tuple[str, str | None
     return out
 
 
-def kmeans_groups(files, n_rows: int, r: int, n_regions: int, seed: int, sample: int = 50_000):
-    """k-means (r clusters, fitted on a seeded sample) and its regions; also each row's distance to its centroid."""
-    from sklearn.cluster import KMeans
+def kmeans_groups(files, n_rows: int, r: int, n_regions: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The released code's k-means regions (selectray.groups), each shown as at most `r`
+    candidates (a seeded sample stratified by distance to the centroid); also each row's
+    region (the first, for the few rows padding puts in two) and its centroid distance."""
+    from selectray.embeddings import read_embeddings
+    from selectray.groups import kmeans_regions, stratified_sample
 
-    from selectray.embeddings import iter_batches, read_embeddings
-    from selectray.kcenter.distances import expand_dist, sq_norms
-
+    pos, x = read_embeddings(files)
+    regions, distance = kmeans_regions(x, n_regions, seed)
+    regions = [pos[g] for g in regions]
+    dist = np.full(n_rows, np.inf)
+    dist[pos] = distance
+    owner = np.full(n_rows, -1, dtype=np.int64)
+    for g in range(len(regions) - 1, -1, -1):
+        owner[regions[g]] = g
     rng = np.random.default_rng(seed)
-    fit_pos = np.sort(rng.choice(n_rows, size=min(n_rows, sample), replace=False))
-    _, fit = read_embeddings(files, fit_pos)
-    centers = KMeans(n_clusters=min(r, len(fit)), random_state=seed, n_init="auto").fit(fit).cluster_centers_
-    centers = centers.astype(np.float32)
-    dist = np.zeros((n_rows, len(centers)), dtype=np.float32)
-    for pos, v in iter_batches(files):
-        dist[pos] = np.sqrt(expand_dist(v, sq_norms(v), centers, sq_norms(centers)))
-    return kmeans_regions(dist, n_regions), dist.min(axis=1).astype(np.float64)
+    shown = [rng.permutation(stratified_sample(g, dist, r, rng)) for g in regions]
+    return shown, owner, dist
 
 
 def pick_stage(pool, sl, serve_cfg, budget: int, clusters, embeddings, seed: int, *, gpus: bool,
@@ -77,17 +85,13 @@ def pick_stage(pool, sl, serve_cfg, budget: int, clusters, embeddings, seed: int
         groups = kcenter_groups(clusters.assignment, clusters.distance, len(clusters.centers), sl.candidates, seed)
         distance, owner = clusters.distance, clusters.assignment
     else:
-        groups, distance = kmeans_groups(embeddings.files(), pool.num_usable, sl.candidates,
-                                         math.ceil(budget / sl.picks), seed)
-        owner = np.full(pool.num_usable, -1, dtype=np.int64)
-        for g, members in enumerate(groups):
-            owner[members] = g
-    fallback = [g[np.argsort(distance[g], kind="stable")] for g in groups]
+        groups, owner, distance = kmeans_groups(embeddings.files(), pool.num_usable, sl.candidates,
+                                                math.ceil(budget / sl.picks), seed)
     texts = gather_texts(pool, np.concatenate(groups))
     client, started = _client(sl, serve_cfg, gpus)
     try:
         picked, stats = asyncio.run(pick_groups(
-            client, sl.model.name, groups, texts, fallback, picks=sl.picks, max_tokens=sl.max_tokens,
+            client, sl.model.name, groups, texts, picks=sl.picks, max_tokens=sl.max_tokens,
             max_in_flight=sl.max_in_flight, retries=sl.retries, progress=progress))
     finally:
         if started:
@@ -95,9 +99,10 @@ def pick_stage(pool, sl, serve_cfg, budget: int, clusters, embeddings, seed: int
 
             serve.stop()
     group_of = np.full(pool.num_usable, -1, dtype=np.int64)
-    for g, members in enumerate(groups):
-        group_of[members] = g
-    return Picks(groups, picked, owner, distance, group_of, sl.grouping, stats)
+    for g in range(len(groups) - 1, -1, -1):
+        group_of[groups[g]] = g
+    never_shown = int(((group_of < 0) & (owner >= 0)).sum())
+    return Picks(groups, picked, owner, distance, group_of, sl.grouping, stats, never_shown)
 
 
 def _client(sl, serve_cfg, gpus: bool):

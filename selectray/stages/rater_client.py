@@ -57,10 +57,11 @@ class PickStats:
     retries: int = 0
     failed_requests: int = 0  # gave up after all retries: the group falls back
     fallbacks: int = 0  # groups whose answer named no valid candidate
-    partial_fallbacks: int = 0  # groups whose answer named fewer than `picks`
+    partial_fallbacks: int = 0  # groups whose answer named fewer than asked
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    answers: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # the rater's raw answer, per group
+    status: list[str] = field(default_factory=list)  # per group: "ok", "unparsable" or "failed_request"
 
 
 async def _with_retries(fn, retries: int, stats: PickStats, base_delay: float = 0.5):
@@ -79,7 +80,6 @@ async def pick_groups(
     model: str,
     groups: list[np.ndarray],
     texts: dict[int, tuple[str, str | None]],
-    fallback_order: list[np.ndarray],
     *,
     picks: int,
     max_tokens: int,
@@ -87,12 +87,13 @@ async def pick_groups(
     retries: int,
     progress: bool = True,
 ) -> tuple[list[np.ndarray], PickStats]:
-    """Ask the rater for `picks` candidates of each group; returns the chosen positions per group.
+    """Ask the rater for `picks` candidates of each group; returns the rater's picks per group
+    (valid, distinct positions, in the answer's order) and the stats.
 
-    `fallback_order[g]` is group g's members nearest-to-center first: it fills in when an
-    answer names fewer than `picks` valid candidates (or the request failed for good).
+    `stats.status[g]` says why a group has fewer picks than it asked for: "unparsable" (the
+    answer named fewer valid candidates) or "failed_request" (no answer after all retries).
     """
-    stats = PickStats()
+    stats = PickStats(answers=[""] * len(groups), status=["ok"] * len(groups))
     chat = any(m.get("id") == model and m.get("chat_template") for m in await client.models())
     gate = asyncio.Semaphore(max_in_flight)
     bar = tqdm(total=len(groups), desc="selectllm: groups rated", unit="group", disable=not progress)
@@ -126,17 +127,14 @@ async def pick_groups(
                 text += "]"  # the stop string is not part of the returned text
             stats.prompt_tokens += reply["usage"]["prompt_tokens"]
             stats.completion_tokens += reply["usage"]["completion_tokens"]
-        stats.answers.append(text)
+        stats.answers[g] = text
         chosen = [int(members[i]) for i in parse_selection(text, len(members), want)]
         if not chosen:
             stats.fallbacks += 1
         elif len(chosen) < want:
             stats.partial_fallbacks += 1
-        for p in fallback_order[g]:
-            if len(chosen) >= want:
-                break
-            if int(p) not in chosen:
-                chosen.append(int(p))
+        if len(chosen) < want:
+            stats.status[g] = "failed_request" if reply is None else "unparsable"
         bar.update(1)
         return np.asarray(chosen, dtype=np.int64)
 
