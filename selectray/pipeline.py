@@ -11,14 +11,15 @@ from __future__ import annotations
 from selectray.context import RunContext
 from selectray.errors import ConfigError, InputError
 from selectray.methods import METHODS
+from selectray.models import pin_models
 from selectray.report import StageTimer, build_report
-from selectray.session import connect
+from selectray.session import check_output_shared, connect
 from selectray.stages.embed import embed_stage
 from selectray.stages.kcenter import kcenter_stage, seed_ids
 from selectray.stages.read import read_pool, resolve_inputs
 from selectray.stages.selection import check_selection
 from selectray.stages.write import gather_lengths, write_rejected, write_selected
-from selectray.storage import Location
+from selectray.storage import prepare_output
 
 
 def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
@@ -28,10 +29,11 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
     """
     method = METHODS[cfg.method]
     files = resolve_inputs(cfg.input, cfg.read.format)  # a bad path fails before Ray starts
-    out = Location(cfg.output)
-    out.mkdir()
+    out = prepare_output(cfg.output)
+    cfg = pin_models(cfg)  # every node loads the same hub commit
     ctx = RunContext(cfg, out, gpus=connect(cfg.ray), progress=cfg.ray.progress and not quiet, rescore=rescore,
                      seeds=seed_ids(cfg.kcenter))
+    check_output_shared(out)
     timer = StageTimer(quiet=quiet)
 
     with timer.stage("read") as st:

@@ -46,6 +46,8 @@ RATING_PROMPTS: tuple[str, ...] = (
 
 LAYOUTS = ("paper", "sample-first")
 ANSWER_CUE = "The answer is: "
+# Part of the score-cache key: bump when the rating prompt template changes.
+TEMPLATE_VERSION = 1
 RATING_DIGITS = ("1", "2", "3", "4", "5")
 
 

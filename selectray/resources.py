@@ -1,8 +1,9 @@
 """What a stage asks of the cluster, and the one place that turns it into Ray options.
 
 A stage declares `Resources` (CPUs, GPUs, actor pool size, batch size); it never calls
-Ray's option names itself. GPUs left unset mean one per actor when the cluster has
-GPUs, none otherwise.
+Ray's option names itself. GPUs left unset mean one per actor (a model's tensor-parallel
+size) when the cluster has GPUs, none otherwise; a fraction (e.g. 0.25 for an embedder)
+lets several actors share a GPU.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ class Resources:
     num_gpus: float | None = None
     concurrency: tuple[int, int] = (1, 1)  # actor pool (min, max)
     batch_size: int | None = None
+    gpus_when_present: float = 1  # GPUs per actor when `num_gpus` is unset and the cluster has GPUs
 
     def gpus(self, cluster_has_gpus: bool) -> float:
         """GPUs each actor reserves."""
         if self.num_gpus is not None:
             return self.num_gpus
-        return 1 if cluster_has_gpus else 0
+        return self.gpus_when_present if cluster_has_gpus else 0
 
 
 def map_batches_options(res: Resources, cluster_has_gpus: bool) -> dict[str, Any]:

@@ -7,6 +7,8 @@ the valid ones instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -75,18 +77,46 @@ class KCenterConfig(Section):
 
 
 class ModelSpec(Section):
-    name: str = Field(..., description="Built-in name ('smollm2-135m', 'gemma3-270m'), a Hugging Face model directory, or a .gguf file.")
+    """A rater model and how it runs (the engine options go to vLLM; transformers reads `dtype`)."""
+
+    name: str = Field(
+        ..., description="Built-in name ('smollm2-135m', 'gemma3-270m'), a Hugging Face hub id ('org/name' or "
+        "'org/name@revision'), a local Hugging Face model directory, or a .gguf file.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Inference backend.")
     batch_size: int = Field(8, gt=0, description="Prompts per forward pass.")
     concurrency: tuple[int, int] = Field((1, 1), description="Actor pool size (min, max) for this model.")
-    num_gpus: float | None = Field(None, ge=0, description="GPUs per actor; null: 1 when CUDA is present, else 0.")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per actor or replica; null: tensor_parallel_size when the cluster has GPUs, else 0.")
     threads: int | None = Field(
         None, gt=0, description="torch CPU threads per actor or replica; null: the node's cores / the pool's max size."
     )
     params: float | None = Field(None, gt=0, description="Parameter count used as the model weight; null: counted from the loaded model.")
+    weight: float | None = Field(
+        None, gt=0, description="SelectIT model-level weight; null: the parameter count (weights are normalised to sum to one).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights and activations; 'auto': float32 on a CPU, bfloat16 on a GPU.")
+    max_model_len: int | None = Field(None, gt=0, description="Longest prompt in tokens; null: the model's own context length.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans (one node); the actor reserves as many.")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of each GPU's memory a vLLM engine may take.")
+    quantization: str | None = Field(None, description="vLLM quantization method (e.g. 'awq', 'gptq', 'fp8'); null: none.")
+    enable_prefix_caching: bool = Field(True, description="vLLM prefix caching (the K prompts of a row share its prefix).")
+
+    @model_validator(mode="after")
+    def _engine_options(self):
+        lo, hi = self.concurrency
+        if lo < 1 or hi < lo:
+            raise ValueError("concurrency must be (min, max) with 1 <= min <= max")
+        if self.backend != "vllm":
+            for key, default in (("tensor_parallel_size", 1), ("quantization", None)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} needs backend 'vllm' (model '{self.name}')")
+        if self.tensor_parallel_size > 1 and self.num_gpus is not None and self.num_gpus < self.tensor_parallel_size:
+            raise ValueError(f"num_gpus ({self.num_gpus}) is less than tensor_parallel_size ({self.tensor_parallel_size})")
+        return self
 
     def resources(self, num_cpus: float | None = None) -> Resources:
-        return Resources(num_cpus=num_cpus, num_gpus=self.num_gpus, concurrency=self.concurrency)
+        return Resources(num_cpus=num_cpus, num_gpus=self.num_gpus, concurrency=self.concurrency,
+                         gpus_when_present=self.tensor_parallel_size)
 
 
 class ScoreConfig(Section):
@@ -116,6 +146,32 @@ class ServeConfig(Section):
     max_batch_size: int = Field(8, gt=0, description="Prompts a replica batches into one backend call.")
     batch_wait_timeout_s: float = Field(0.01, ge=0, description="How long a replica waits to fill a batch.")
     num_cpus: float = Field(1, ge=0, description="CPUs per replica.")
+    api_key_env: str = Field(
+        "SELECTRAY_API_KEY", min_length=1, description="Environment variable holding the API key; when it is set, "
+        "requests need 'Authorization: Bearer <key>'; required when host is not a loopback address.")
+    max_body_bytes: int = Field(4 << 20, gt=0, description="Largest request body in bytes; a larger one gets 413.")
+
+    @model_validator(mode="after")
+    def _key_when_exposed(self):
+        # Checked when the config is read, before Ray starts or a model loads.
+        if not self.has_api_key() and not is_loopback(self.host):
+            raise ValueError(f"serve.host {self.host} is not a loopback address: set an API key in the "
+                             f"environment variable {self.api_key_env} (serve.api_key_env)")
+        return self
+
+    def has_api_key(self) -> bool:
+        """Whether the environment variable `api_key_env` holds a key (the key is read where it is used)."""
+        return bool(os.environ.get(self.api_key_env))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an HTTP host only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ReportConfig(Section):
@@ -126,6 +182,8 @@ class ReportConfig(Section):
 
 
 class RayConfig(Section):
-    address: str | None = Field(None, description="Ray cluster address ('auto' to attach); null: start a local Ray.")
+    address: str | None = Field(
+        None, description="Ray cluster to attach to ('auto', or an address such as ray://host:10001 or host:6379); "
+        "null: a new local Ray, never one already running on the machine.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (null: all).")
     progress: bool = Field(True, description="Show Ray Data progress bars.")

@@ -33,8 +33,11 @@ def is_uri(text: str) -> bool:
 class Location:
     """A file or folder on some filesystem; picklable (it travels to Ray workers as its URI)."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, _fs: pafs.FileSystem | None = None, _path: str | None = None):
         uri = str(uri)
+        if _fs is not None:  # a child of a resolved Location: same filesystem, no new client
+            self.fs, self.path, self.uri = _fs, _path, uri
+            return
         if is_uri(uri):
             try:
                 self.fs, path = pafs.FileSystem.from_uri(uri)
@@ -72,7 +75,7 @@ class Location:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
 
     def __truediv__(self, name: str) -> Location:
-        return Location(f"{self.uri.rstrip('/')}/{name}")
+        return Location(f"{self.uri.rstrip('/')}/{name}", self.fs, f"{self.path.rstrip('/')}/{name}")
 
     # ---- inspection
     def _info(self) -> pafs.FileInfo:
@@ -118,8 +121,8 @@ class Location:
 
     def _write(self, fill) -> None:
         """Write the file whole with `fill(stream)`: readers see the old content or the new, never a part."""
-        self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
         if self.is_local:
+            self.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
             tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
             try:
                 with open(tmp, "wb") as f:
@@ -151,3 +154,26 @@ class Location:
             self.fs.delete_dir(self.path)
         elif info.type == pafs.FileType.File:
             self.fs.delete_file(self.path)
+
+
+def prepare_output(uri: str) -> Location:
+    """The run's output folder, created and checked writable; a one-line error when it cannot be used."""
+    from selectray.errors import ConfigError
+
+    try:
+        loc = Location(uri)
+    except InputError as e:
+        raise ConfigError(f"output: {e}") from None
+    try:
+        if loc.is_file():
+            raise ConfigError(f"output '{uri}' is a file; name a folder (or an object-store prefix)")
+        loc.mkdir()
+        probe = loc / f".selectray-write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.delete()
+    except ConfigError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"output '{uri}' cannot be written: {first}") from None
+    return loc

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
+import tempfile
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A hub cache of this session's own, set before anything imports huggingface_hub and before
+# the session's Ray starts (its workers inherit it): tests lay out models there by hand.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="selectray-test-hf-")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
@@ -209,3 +214,169 @@ def gemma():
     from selectray.backends.transformers import TransformersBackend
 
     return TransformersBackend("gemma3-270m", device="cpu", batch_size=8)
+
+
+# ----- servers the tests start on 127.0.0.1 and end by process id ---------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc, timeout: float = 60.0) -> None:
+    import socket
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def stop_process(proc, timeout: float = 30.0) -> None:
+    """End a child process this test session started, by its id (never by name)."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto) on 127.0.0.1 with a bucket `selectray-test`; yields the
+    environment a client needs (endpoint, credentials, region)."""
+    import subprocess
+
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        fs = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], access_key="testing", secret_key="testing",
+                               region="us-east-1", scheme="http", allow_bucket_creation=True)
+        fs.create_dir("selectray-test")
+        yield {"env": env, "fs": fs, "bucket": "selectray-test"}
+    finally:
+        stop_process(proc)
+
+
+def add_to_hub_cache(model_dir: str, repo: str, commit: str, branch: str | None = "main") -> Path:
+    """Lay a model folder out in this session's hub cache as `repo` at `commit` (the hub's own
+    layout: refs/<branch> holds the commit, snapshots/<commit>/ the files)."""
+    import shutil
+
+    base = Path(os.environ["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}"
+    snap = base / "snapshots" / commit
+    if not snap.exists():
+        shutil.copytree(model_dir, snap)
+    if branch:
+        (base / "refs").mkdir(parents=True, exist_ok=True)
+        (base / "refs" / branch).write_text(commit)
+    return snap
+
+
+@pytest.fixture(scope="session")
+def hub_model(tiny_llama_dir, smol, tmp_path_factory):
+    """`acme/tiny-rater` in the session's hub cache: `main` at a first commit; `second` is
+    another commit (other random weights) that a test may move `main` to."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    first, second = "1" * 40, "2" * 40
+    add_to_hub_cache(tiny_llama_dir, "acme/tiny-rater", first)
+    torch.manual_seed(7)
+    other = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    path = tmp_path_factory.mktemp("tiny-llama-v2")
+    _save(other, smol.tokenizer, path)
+    add_to_hub_cache(str(path), "acme/tiny-rater", second, branch=None)
+    return {"repo": "acme/tiny-rater", "first": first, "second": second,
+            "move_main": lambda commit: add_to_hub_cache(tiny_llama_dir, "acme/tiny-rater", commit)}
+
+
+# ----- finished runs shared by the report, compare, plan and browser tests --------------------
+
+# A row whose text is markup: the report must show it as text. Its long response makes it the
+# longest row, so a `length` run ranks it first.
+SCRIPT_ROW = {"id": "html-row", "instruction": "Explain what <script>alert(1)</script> does & why pages escape it.",
+              "input": "", "output": "It would run JavaScript in the reader's browser. " * 40}
+
+
+def _finished_run(tmp: Path, pool: Path, name: str, **over):
+    from selectray.config import parse_config
+    from selectray.pipeline import run
+
+    cfg = parse_config({"input": str(pool), "output": str(tmp / name), "embed": {"model": "hash"},
+                        "ray": {"progress": False}, **over})
+    return cfg, run(cfg, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def report_runs(ray_local, tmp_path_factory, clean_rows, write_jsonl) -> dict:
+    """Two finished runs, `length` and `kcenter` (budget 8, hash embedder, coverage on), on one pool
+    of 40 demo rows + SCRIPT_ROW: {"pool", "rows", "length", "kcenter"} (output folders) and
+    {"length_report", "kcenter_report"}."""
+    tmp = tmp_path_factory.mktemp("report-runs")
+    rows = [dict(r) for r in clean_rows[:40]] + [dict(SCRIPT_ROW)]
+    pool = write_jsonl(tmp / "pool.jsonl", rows)
+    out: dict = {"pool": pool, "rows": rows}
+    for method in ("length", "kcenter"):
+        _, out[f"{method}_report"] = _finished_run(tmp, pool, method, method=method, budget=8)
+        out[method] = tmp / method
+    return out
+
+
+@pytest.fixture(scope="session")
+def selectit_run(ray_local, tmp_path_factory, clean_rows, write_jsonl, tiny_llama_dir) -> tuple:
+    """A finished SelectIT run with the tiny random rater on 30 demo rows + one without a response,
+    and the plan made for it beforehand: (config, plan, report)."""
+    from selectray.config import parse_config
+    from selectray.plan import make_plan
+
+    tmp = tmp_path_factory.mktemp("selectit-run")
+    rows = [dict(r) for r in clean_rows[:30]] + [{"id": "no-answer", "instruction": "Say hi.", "input": "", "output": None}]
+    pool = write_jsonl(tmp / "pool.jsonl", rows)
+    over = {"method": "selectit", "budget": 6, "selectit": {"models": [{"name": tiny_llama_dir, "batch_size": 8}]}}
+    cfg = parse_config({"input": str(pool), "output": str(tmp / "out"), "embed": {"model": "hash"},
+                        "ray": {"progress": False}, **over})
+    plan = make_plan(cfg)
+    _, report = _finished_run(tmp, pool, "out", **over)
+    return cfg, plan, report
+
+
+@pytest.fixture(scope="session")
+def selectllm_run(ray_local, tmp_path_factory, clean_rows, write_jsonl) -> tuple:
+    """A finished SelectLLM run (the real SmolLM2 rater on Ray Serve) on 60 demo rows, budget 5,
+    and the plan made for it beforehand: (config, plan, report). Loads a real model: slow."""
+    from selectray.config import parse_config
+    from selectray.plan import make_plan
+
+    tmp = tmp_path_factory.mktemp("selectllm-run")
+    pool = write_jsonl(tmp / "pool.jsonl", clean_rows[:60])
+    over = {"method": "selectllm", "budget": 5, "selectllm": {"candidates": 5, "max_in_flight": 4},
+            "serve": {"num_cpus": 0.5, "max_replicas": 1}}
+    cfg = parse_config({"input": str(pool), "output": str(tmp / "out"), "embed": {"model": "hash"},
+                        "ray": {"progress": False}, **over})
+    plan = make_plan(cfg)
+    _, report = _finished_run(tmp, pool, "out", **over)
+    return cfg, plan, report

@@ -38,3 +38,17 @@ def make_backend(name: str, model: str, **options) -> RaterBackend:
             return VLLMBackend(model, **options)
         case _:
             raise ConfigError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+
+
+def engine_options(spec) -> dict:
+    """The vLLM engine options of a model entry (`settings.ModelSpec`); none for transformers."""
+    if spec.backend != "vllm":
+        return {}
+    return {"gpu_memory_utilization": spec.gpu_memory_utilization, "enable_prefix_caching": spec.enable_prefix_caching,
+            "tensor_parallel_size": spec.tensor_parallel_size, "quantization": spec.quantization}
+
+
+def backend_kwargs(spec) -> dict:
+    """`make_backend` keyword arguments for a model entry: batch size, dtype, context, engine options."""
+    return {"batch_size": spec.batch_size, "dtype": None if spec.dtype == "auto" else spec.dtype,
+            "max_length": spec.max_model_len, **engine_options(spec)}

@@ -1,21 +1,26 @@
-"""The vLLM backend (GPU; ``pip install 'selectray[gpu]'``, vllm 0.33).
+"""The vLLM backend (GPU; ``pip install 'selectray[gpu]'``, vllm 0.33.0).
+
+Everything selectray asks of vLLM is built by the pure functions below (`engine_args`,
+`rating_sampling`, `completion_sampling`, `token_prompts`), so a wrong argument fails a
+CPU test here instead of a GPU cluster. The engine runs in this process, one per Ray Data
+actor or Serve replica (docs/methods.md, "Backends", says why not Ray Data LLM's
+processor).
 
 Prompts are sent as token ids built by selectray's own tokenizer (the same ids as the
-transformers backend, BOS included). Rating probabilities use
-``SamplingParams(max_tokens=1, temperature=0, logprob_token_ids=<the five ids>)``: vLLM
-returns the log-probabilities of exactly those tokens at the first generated position,
-computed from the raw logits over the full vocabulary (``logprobs_mode="raw_logprobs"``,
-vLLM's default), so they match the transformers backend. ``prompt_logprobs`` is never
-used (it turns off prefix caching); prefix caching is on, so the K prompts of a row in the
-``sample-first`` layout prefill their shared prefix once.
-
-vllm is imported when the backend is created, never at module import.
+transformers backend, BOS included). Rating probabilities use ``max_tokens=1`` with
+``logprob_token_ids=<the five ids>``: vLLM returns the log-probabilities of exactly those
+tokens at the first generated position, computed from the raw logits over the full
+vocabulary (``logprobs_mode="raw_logprobs"``, vLLM's default), so they match the
+transformers backend. ``prompt_logprobs`` is never used (it turns off prefix caching);
+prefix caching is on, so the K prompts of a row in the ``sample-first`` layout prefill
+their shared prefix once. vllm is imported when the backend is created, never at import.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,32 +34,69 @@ from selectray.models import (
     tokenizer_adds_bos,
 )
 
+VLLM_VERSION = "0.33.0"  # the one pinned in pyproject.toml's gpu extra
+
+
+def engine_args(path: str, context_length: int, *, dtype: str | None = "auto", gpu_memory_utilization: float = 0.85,
+                enable_prefix_caching: bool = True, tensor_parallel_size: int = 1, quantization: str | None = None,
+                seed: int = 0, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments of `vllm.LLM` for a model directory.
+
+    Tensor parallelism stays inside the actor or replica, which reserved that many GPUs
+    of one node: vLLM's multiprocessing executor, not its Ray executor (which would need
+    a placement group of its own inside Ray Data's or Serve's).
+    """
+    args: dict[str, Any] = {
+        "model": path,
+        "tokenizer": path,
+        "dtype": dtype or "auto",
+        "max_model_len": int(context_length),
+        "gpu_memory_utilization": float(gpu_memory_utilization),
+        "enable_prefix_caching": bool(enable_prefix_caching),
+        "tensor_parallel_size": int(tensor_parallel_size),
+        "seed": int(seed),
+    }
+    if tensor_parallel_size > 1:
+        args["distributed_executor_backend"] = "mp"
+    if quantization:
+        args["quantization"] = quantization
+    return {**args, **extra}
+
+
+def rating_sampling(rating_ids: Sequence[int]) -> dict[str, Any]:
+    """`SamplingParams` of a rating request: one greedy token and the log-probabilities of the rating ids."""
+    return {"max_tokens": 1, "temperature": 0.0, "logprob_token_ids": [int(t) for t in rating_ids], "detokenize": False}
+
+
+def completion_sampling(max_tokens: int, temperature: float, stop, logprobs: int | None, seed: int | None) -> dict[str, Any]:
+    """`SamplingParams` of a completion (the rater app's requests)."""
+    return {"max_tokens": int(max_tokens), "temperature": float(temperature), "stop": list(stop) if stop else None,
+            "logprobs": logprobs, "seed": seed}
+
+
+def token_prompts(seqs: Sequence[Sequence[int]]) -> list[dict[str, list[int]]]:
+    """vLLM `TokensPrompt`s (plain dicts): the ids selectray built, never re-tokenized by vLLM."""
+    return [{"prompt_token_ids": [int(t) for t in s]} for s in seqs]
+
+
+def rating_from_logprobs(step: dict, rating_ids: Sequence[int]) -> list[float]:
+    """P("1").."P("5") from the first generated position's {token id: Logprob}."""
+    return [math.exp(step[t].logprob) for t in rating_ids]
+
 
 class VLLMBackend(RaterBackend):
-    """Rater on a vLLM engine in this process (one GPU by default).
+    """Rater on a vLLM engine in this process.
 
     ``dtype``: vLLM's dtype ("auto" picks half precision for float32 checkpoints, e.g.
     converted GGUF models; "float32" to compare with the transformers backend exactly).
     ``batch_size`` is accepted for interface parity; vLLM schedules its own batches.
-    ``engine_options`` go to ``vllm.LLM`` (e.g. tensor_parallel_size).
+    Other keyword arguments are engine options (see `engine_args`).
     """
 
     name = "vllm"
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dtype: str | None = "auto",
-        batch_size: int | None = None,
-        max_length: int | None = None,
-        gpu_memory_utilization: float = 0.85,
-        enable_prefix_caching: bool = True,
-        seed: int = 0,
-        cache_dir=None,
-        device: str | None = None,
-        **engine_options,
-    ):
+    def __init__(self, model: str, *, dtype: str | None = "auto", batch_size: int | None = None,
+                 max_length: int | None = None, cache_dir=None, device: str | None = None, **engine_options):
         vllm = require("vllm", "pip install 'selectray[gpu]'")
         from transformers import AutoConfig
 
@@ -68,48 +110,30 @@ class VLLMBackend(RaterBackend):
         self._context_length = min(native, max_length or native)
         self._init_rating()
         self._sp = vllm.SamplingParams
-        self.llm = vllm.LLM(
-            model=str(path),
-            tokenizer=str(path),
-            dtype=dtype or "auto",
-            max_model_len=self._context_length,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=enable_prefix_caching,
-            seed=seed,
-            **engine_options,
-        )
+        self.llm = vllm.LLM(**engine_args(str(path), self._context_length, dtype=dtype, **engine_options))
 
-    def _generate(self, seqs: Sequence[Sequence[int]], params):
-        # Plain dicts are vLLM's TokensPrompt (a TypedDict): no tokenization by vLLM.
-        return self.llm.generate([{"prompt_token_ids": list(s)} for s in seqs], params, use_tqdm=False)
+    def _generate(self, seqs: Sequence[Sequence[int]], params: dict):
+        return self.llm.generate(token_prompts(seqs), self._sp(**params), use_tqdm=False)
 
     def rating_probs(self, prompts: Sequence[Prompt]) -> RatingProbs:
         """Raw next-token probabilities of "1".."5" after each prompt (see RaterBackend)."""
         seqs = [self.encode(p) for p in prompts]
         self._check_lengths(seqs)
         ids = list(self.rating.ids)
-        params = self._sp(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
         out = np.empty((len(seqs), 5), dtype=np.float64)
-        for r, res in enumerate(self._generate(seqs, params)):
+        for r, res in enumerate(self._generate(seqs, rating_sampling(ids))):
             steps = res.outputs[0].logprobs
             if not steps:
-                raise RuntimeError("vLLM returned no logprobs; it must support SamplingParams.logprob_token_ids (vllm>=0.33)")
-            first = steps[0]
-            out[r] = [math.exp(first[t].logprob) for t in ids]
+                raise RuntimeError(f"vLLM returned no logprobs; it must support SamplingParams.logprob_token_ids (vllm {VLLM_VERSION})")
+            out[r] = rating_from_logprobs(steps[0], ids)
         return RatingProbs(out, 1.0 - out.sum(axis=1))
 
     def complete(self, prompts, max_tokens=16, temperature=0.0, stop=None, logprobs=None, seed=None) -> list[Completion]:
         """Generate a completion per prompt (greedy at temperature 0); see the transformers backend."""
         seqs = [self.encode(p) for p in prompts]
         self._check_lengths(seqs)
-        params = self._sp(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=list(stop) if stop else None,
-            logprobs=logprobs,
-            seed=seed,
-        )
         results = []
+        params = completion_sampling(max_tokens, temperature, stop, logprobs, seed)
         for seq, res in zip(seqs, self._generate(seqs, params), strict=True):
             o = res.outputs[0]
             text, _ = truncate_at_stop(o.text, stop)

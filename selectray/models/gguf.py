@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from selectray.errors import ConfigError
+from selectray.models.hub import download
 from selectray.models.info import count_parameters, load_tokenizer
 from selectray.models.specs import ModelSource, gguf_path, model_fingerprint, resolve_model
 
@@ -161,14 +163,20 @@ def _convert_gguf(src: ModelSource, fingerprint: str, cache_dir) -> Path:
 def prepare_model_dir(spec: str, cache_dir=None) -> tuple[ModelSource, str, Path, str]:
     """A Hugging Face directory holding the model: ``(source, fingerprint, path, how)``.
 
-    ``how`` is "dir" (an HF directory given as is), "cache" (a converted GGUF found in
-    the cache) or "gguf" (converted now and cached). Concurrent callers (several Ray
+    ``how`` is "dir" (an HF directory given as is), "hub" (a pinned hub model, downloaded
+    on this node on first use), "cache" (a converted GGUF found in the cache) or "gguf"
+    (converted now and cached). Concurrent callers (several Ray
     actors) convert once: the conversion holds a file lock and rechecks the cache.
     """
     src = resolve_model(spec)
     fp = model_fingerprint(src)
     if src.kind == "hf":
         return src, fp, src.path, "dir"
+    if src.kind == "hub":
+        path = download(src.hub)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model '{spec}': the hub repository has no config.json (a transformers model is needed)")
+        return src, fp, path, "hub"
     found = cached_model_dir(fp, cache_dir)
     if found is not None:
         return src, fp, found, "cache"

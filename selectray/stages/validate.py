@@ -17,7 +17,10 @@ import pyarrow.compute as pc
 
 from selectray.columns import HASH, ID, RAW_LINE, REJECT
 
-_SEP = "\x1f"  # unit separator: cannot occur in normal text, so field boundaries stay unambiguous
+# Part of every content hash: bump when the encoding changes, so that ids and caches made
+# with another encoding never match (v2: length-prefixed fields; v1 joined them with \x1f,
+# which ("a\x1fb", "c") and ("a", "b\x1fc") shared).
+HASH_VERSION = b"selectray-row-v2"
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,14 @@ class TextColumns:
 
 
 def content_hash(instruction: str | None, input: str | None, output: str | None) -> str:
-    """Stable 128-bit hash of a row's text fields (hex)."""
-    joined = _SEP.join(s or "" for s in (instruction, input, output))
-    return hashlib.blake2b(joined.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    """Stable 128-bit hash of a row's text fields (hex): each field length-prefixed, so no two
+    different rows share an encoding; a missing field hashes as an empty one."""
+    h = hashlib.blake2b(HASH_VERSION, digest_size=16)
+    for field in (instruction, input, output):
+        data = (field or "").encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
 
 
 def _text_or_null(table: pa.Table, name: str | None) -> pa.Array:

@@ -264,3 +264,20 @@ def test_a_method_added_in_a_test_runs_end_to_end(ray_local, tmp_path, clean_row
     expected = sorted(length, key=lambda i: (length[i], [r["id"] for r in clean_rows].index(i)))[:5]
     sel = _selected(tmp_path / "out")
     assert sel["id"].to_pylist() == expected and sel["chars"].to_pylist() == [length[i] for i in expected]
+
+
+def test_a_hub_model_is_pinned_to_a_commit_and_a_moved_branch_is_rescored(ray_local, tmp_path, clean_rows, make_cfg,
+                                                                          write_jsonl, hub_model):
+    repo = hub_model["repo"]
+    path = write_jsonl(tmp_path / "rows.jsonl", clean_rows[:6])
+    c = make_cfg(tmp_path, input=str(path), method="selectit", budget=2, report={"coverage": False},
+                 selectit={"models": [{"name": repo}]})
+    first = run(c, quiet=True)
+    assert first["selectit"]["models"][f"{repo}@{hub_model['first']}"]["pairs_scored_this_run"] == 6 * 5
+    assert run(c, quiet=True)["selectit"]["models"][f"{repo}@{hub_model['first']}"]["pairs_scored_this_run"] == 0
+    try:
+        hub_model["move_main"](hub_model["second"])
+        moved = run(c, quiet=True)
+    finally:
+        hub_model["move_main"](hub_model["first"])
+    assert moved["selectit"]["models"][f"{repo}@{hub_model['second']}"]["pairs_scored_this_run"] == 6 * 5

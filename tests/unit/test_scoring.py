@@ -114,3 +114,13 @@ def test_selectit_levels_gives_every_level_as_columns():
     np.testing.assert_allclose(cols["score_sentence_m2"], [1.0, 2.1428571429])
     # weights 0.25 / 0.75: a = 0.5357142857 + 0.75 = 1.2857142857; b = 1.25 + 1.6071428571 = 2.8571428571
     np.testing.assert_allclose(cols["score_model"], [1.2857142857, 2.8571428571])
+
+
+def test_the_released_weights_rank_differently_from_parameter_counts():
+    # Sentence scores of rows a and b by a 7B and a 70B rater.
+    sentences = np.array([[5.0, 1.0], [1.0, 2.0]])
+    by_size = model_score(sentences, [7e9, 70e9])  # a = (35 + 70) / 77, b = (7 + 140) / 77
+    released = model_score(sentences, [7 / 20, 70 / 90])  # a = (1.75 + 0.778) / 1.128, b = (0.35 + 1.556) / 1.128
+    np.testing.assert_allclose(by_size, [105 / 77, 147 / 77])
+    np.testing.assert_allclose(released, [(5 * 7 / 20 + 70 / 90) / (7 / 20 + 70 / 90), (7 / 20 + 2 * 70 / 90) / (7 / 20 + 70 / 90)])
+    assert np.argmax(by_size) == 1 and np.argmax(released) == 0

@@ -1,6 +1,8 @@
 """Validation, ids and JSONL parsing: pure functions, no Ray."""
 
 import pyarrow as pa
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from selectray.stages.validate import (
     HASH,
@@ -60,6 +62,21 @@ def test_content_hash_ids_are_stable_and_field_aware():
     assert ids == v[HASH].to_pylist()
     assert ids[0] != ids[1]  # "ab"+"" and "a"+"b" must not collide
     assert ids[0] == content_hash("ab", "", "x") == content_hash("ab", None, "x")
+
+
+def test_content_hash_fields_cannot_collide_through_a_separator():
+    # Joined with a separator character, these two rows used to share a hash (and so a
+    # cached score): the fields are length-prefixed now.
+    assert content_hash("a\x1fb", "c", "d") != content_hash("a", "b\x1fc", "d")
+    assert content_hash("a", "", "b") != content_hash("a", "b", "")
+    assert content_hash("\ud800", "", "x") != content_hash("\udc00", "", "x")  # lone surrogates hash too
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(st.text(), st.text(), st.text()), st.tuples(st.text(), st.text(), st.text()))
+def test_content_hash_is_injective_on_random_rows(a, b):
+    assume(a != b)
+    assert content_hash(*a) != content_hash(*b)
 
 
 def test_binary_column_with_bad_utf8_is_bad_encoding():
