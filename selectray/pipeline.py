@@ -9,6 +9,7 @@ directory (embeddings/, kcenter/, scores/) reuse or resume it (selectray.checkpo
 from __future__ import annotations
 
 from selectray.context import RunContext
+from selectray.coverage import coverage_rows
 from selectray.errors import ConfigError, InputError
 from selectray.methods import METHODS
 from selectray.models import pin_models
@@ -43,12 +44,10 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
     ctx.budget = check_budget(cfg, ctx.pool, ctx.seeds)
     usable_rows = ctx.pool.num_usable
 
-    if method.needs_embeddings or cfg.report.coverage:
+    if method.needs_embeddings:
         with timer.stage("embed", usable_rows) as st:
             ctx.embeddings = embed_stage(ctx.pool, cfg.embed, out, gpus=ctx.gpus)
-            e = ctx.embeddings
-            st.update(reused=e.computed == 0, computed_rows=e.computed, reused_rows=e.reused,
-                      summary=f"{e.rows} vectors ({e.computed} computed, {e.reused} reused),")
+            _embed_summary(st, ctx.embeddings)
 
     k = method.clusters(cfg, ctx.budget)
     if k is not None:
@@ -68,6 +67,13 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
         selection = check_selection(method.select(ctx, usable), usable, ctx.budget)
         st["summary"] = f"{cfg.method}: {len(selection.positions)} of {int(usable.sum())},"
 
+    if cfg.report.coverage and ctx.embeddings is None:
+        # The method needs no embeddings: embed only the rows the coverage figure reads.
+        rows = coverage_rows(selection.positions, usable, cfg.report.coverage_sample, cfg.seed)
+        with timer.stage("embed", len(rows.all())) as st:
+            ctx.embeddings = embed_stage(ctx.pool, cfg.embed, out, gpus=ctx.gpus, positions=rows.all())
+            _embed_summary(st, ctx.embeddings, "for the coverage figure")
+
     with timer.stage("write") as st:
         n_selected = write_selected(ctx.pool, selection, out / "selected.parquet")
         n_rejected = write_rejected(ctx.pool, out / "rejected.parquet", ctx.rejects.late)
@@ -81,6 +87,11 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
             flush=True,
         )
     return report
+
+
+def _embed_summary(st: dict, e, note: str = "") -> None:
+    st.update(reused=e.computed == 0, computed_rows=e.computed, reused_rows=e.reused, pool_embedded=e.complete,
+              summary=f"{e.rows} vectors ({e.computed} computed, {e.reused} reused{', ' + note if note else ''}),")
 
 
 def check_budget(cfg, pool, seeds: list[str]) -> int:

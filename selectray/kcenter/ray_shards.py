@@ -63,7 +63,7 @@ class ShardActor:
     def info(self) -> dict[str, Any]:
         if self.error is not None:
             raise self.error
-        return self.state.info()
+        return {**self.state.info(), "node": ray.get_runtime_context().get_node_id()}
 
     def positions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(usable positions, rejected positions, rejection reasons)."""
@@ -154,7 +154,8 @@ def start_shards(
     sources = _sources(data, num_shards, dim)
     options = actor_options(Resources(num_cpus=num_cpus_per_shard, num_gpus=num_gpus_per_shard), False)
     actors = [
-        ShardActor.options(**options).remote(
+        # SPREAD: on a cluster the shards (and their memory) go to different nodes.
+        ShardActor.options(**options, scheduling_strategy="SPREAD").remote(
             s, block_rows=block_rows, device=device, threads=max(1, int(num_cpus_per_shard))
         )
         for s in sources
@@ -284,7 +285,9 @@ def distributed_k_center(
         )
         result.stats["num_shards"] = len(group.actors)
         result.stats["seconds_startup"] = t_ready - t_start
-        result.stats["shard_seconds"] = [i["seconds"] for i in ray.get([a.info.remote() for a in group.actors])]
+        infos = ray.get([a.info.remote() for a in group.actors])
+        result.stats["shard_seconds"] = [i["seconds"] for i in infos]
+        result.stats["shard_nodes"] = len({i["node"] for i in infos})
         result.stats["shard_cpu_seconds"] = ray.get([a.cpu_seconds.remote() for a in group.actors])
         if stats_memory:
             result.stats["peak_rss_bytes_shards"] = group.peak_rss_bytes()

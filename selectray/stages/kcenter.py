@@ -30,6 +30,7 @@ class Clusters:
     rejected: dict[int, str]  # pos -> reason (rows whose vectors cannot be used)
     reused: bool
     passes: int = 0
+    shard_nodes: int = 0  # distinct nodes the shards ran on (0: reused from the checkpoint)
 
     def sizes(self) -> np.ndarray:
         return np.bincount(self.assignment[self.assignment >= 0], minlength=len(self.centers))
@@ -52,19 +53,20 @@ def kcenter_stage(pool, embeddings, k: int, cfg, out: Location, *, seeds: list[s
                                   progress=progress, num_gpus_per_shard=1 if gpus else 0)
     centers = result.centers.astype(np.int64)
     ck.write_part(pa.table({
-        "order": np.arange(len(centers), dtype=np.int64), POS: centers, ID: pool.ids[centers].astype(str),
+        "order": np.arange(len(centers), dtype=np.int64), POS: centers, ID: pool.ids.take(pa.array(centers)),
         "radius": result.radii.astype(np.float64), "seed": np.arange(len(centers)) < result.n_seeds,
     }), "centers")
     reasons = np.full(pool.num_usable, None, dtype=object)
     reasons[result.rejected_pos] = result.rejected_reason
     ck.write_part(pa.table({
-        ID: pool.ids.astype(str), POS: np.arange(pool.num_usable, dtype=np.int64),
+        ID: pool.ids, POS: np.arange(pool.num_usable, dtype=np.int64),
         CLUSTER: result.assignment.astype(np.int64), DISTANCE: result.distance.astype(np.float32),
         "reject": pa.array(reasons.tolist(), pa.string()),
     }), "assignment")
-    ck.seal(passes=int(result.passes))
+    ck.seal(passes=int(result.passes), shard_nodes=int(result.stats.get("shard_nodes", 0)))
     return Clusters(centers, result.radii, result.assignment.astype(np.int64), result.distance.astype(np.float64),
-                    result.n_seeds, result.rejected, reused=False, passes=int(result.passes))
+                    result.n_seeds, result.rejected, reused=False, passes=int(result.passes),
+                    shard_nodes=int(result.stats.get("shard_nodes", 0)))
 
 
 def _load(ck: Checkpoint, n: int, n_seeds: int) -> Clusters:

@@ -93,7 +93,7 @@ def lookup(pool, prompt_hashes: list[str], cached: pa.Table | None) -> tuple[np.
     if cached is None:
         return probs, other, truncated, too_long, found
     want = pa.table({
-        "row_hash": pa.array(np.repeat(pool.hashes, k).astype(str)),
+        "row_hash": pool.hashes.take(pa.array(np.repeat(np.arange(n, dtype=np.int64), k))).cast(pa.string()),
         "prompt_hash": pa.array(np.tile(np.asarray(prompt_hashes, dtype=str), n)),
         "_pos": np.repeat(np.arange(n, dtype=np.int64), k),
         "_k": np.tile(np.arange(k, dtype=np.int64), n),

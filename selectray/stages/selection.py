@@ -17,14 +17,17 @@ class Selection:
     stats: dict = field(default_factory=dict)  # method-specific numbers for the report
 
 
-def seeded_keys(ids: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform pseudo-random 64-bit key per id, a function of (seed, id) alone."""
+def seeded_keys(ids, seed: int, chunk: int = 100_000) -> np.ndarray:
+    """A uniform pseudo-random 64-bit key per id (a sequence or an Arrow array), a function of
+    (seed, id) alone; an Arrow array is read a chunk at a time, so few Python strings exist at once."""
     prefix = f"{seed}\x1f".encode()
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little") for i in ids),
-        dtype=np.uint64,
-        count=len(ids),
-    )
+    out = np.empty(len(ids), dtype=np.uint64)
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        part = part.to_pylist() if hasattr(part, "to_pylist") else part
+        out[start:start + len(part)] = [
+            int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "little") for i in part]
+    return out
 
 
 def select_random(ids: np.ndarray, budget: int, seed: int, usable: np.ndarray | None = None) -> Selection:

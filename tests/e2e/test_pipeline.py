@@ -5,6 +5,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -149,3 +150,56 @@ def test_minilm_pipeline_reports_coverage(ray_local, tmp_path, make_cfg):
     assert 0 < cov["mean_distance"] <= cov["radius"] <= 2.0
     assert cov["sample_rows"] == report["input_rows"] - report["rejected"]
     assert os.path.exists(Path(report["output"]) / "embeddings" / "_manifest.json")
+
+
+def _coverage_by_hand(out, positions, usable_n, sample_size, seed):
+    """The coverage figure recomputed from the embeddings files with plain numpy (float64 brute force)."""
+    from selectray.embeddings import read_embeddings
+
+    rng = np.random.default_rng(seed + 1)
+    pool = np.arange(usable_n)
+    sample = rng.choice(pool, size=min(usable_n, sample_size), replace=False)
+    sel = np.asarray(positions)
+    if len(sel) > sample_size:
+        sel = rng.choice(sel, size=sample_size, replace=False)
+    rnd = rng.choice(pool, size=len(sel), replace=False)
+    pos, vec = read_embeddings(out / "embeddings")
+    v = {int(p): x.astype(np.float64) for p, x in zip(pos, vec)}
+
+    def dist(a, b):
+        A, B = np.stack([v[i] for i in a]), np.stack([v[i] for i in b])
+        return np.sqrt(((A[:, None, :] - B[None]) ** 2).sum(-1)).min(axis=1)
+
+    d_sel, d_rnd = dist(sample, sel), dist(sample, rnd)
+    return {"radius": d_sel.max(), "mean_distance": d_sel.mean(), "random_radius": d_rnd.max(),
+            "random_mean_distance": d_rnd.mean()}
+
+
+def test_coverage_embeds_only_what_it_reads_when_the_method_needs_no_embeddings(ray_local, tmp_path, make_cfg,
+                                                                                 write_jsonl):
+    from make_pool import make_rows
+
+    rows = [r for r in make_rows(1000, seed=11) if r["instruction"].strip()]
+    path = write_jsonl(tmp_path / "pool.jsonl", rows)
+    n = len(rows)
+    # A pool within the sample size: every row is embedded and the figure is the full one.
+    full = run(make_cfg(tmp_path, input=str(path), output=str(tmp_path / "full"), method="random", budget=100), quiet=True)
+    sel = pq.read_table(tmp_path / "full" / "selected.parquet")
+    assert full["coverage"]["pool_embedded"] is True and full["stages"]["embed"]["computed_rows"] == n
+    ids = [r["id"] for r in rows]
+    positions = [ids.index(i) for i in sel["id"].to_pylist()]
+    by_hand = _coverage_by_hand(tmp_path / "full", positions, n, 5000, 0)
+    for key, value in by_hand.items():
+        assert full["coverage"][key] == pytest.approx(value, rel=1e-5)
+    # A larger pool than the sample (and a selection over the cap): only the sampled rows are embedded.
+    part = run(make_cfg(tmp_path, input=str(path), output=str(tmp_path / "part"), method="random", budget=300,
+                        report={"coverage_sample": 150}), quiet=True)
+    sel = pq.read_table(tmp_path / "part" / "selected.parquet")
+    cov = part["coverage"]
+    assert cov["pool_embedded"] is False and cov["sample_rows"] == 150 and cov["selected_rows"] == 150
+    assert part["stages"]["embed"]["computed_rows"] == cov["embedded_rows"] <= 450 < n
+    positions = [ids.index(i) for i in sel["id"].to_pylist()]
+    # The selection's rank order is its draw order: the figure samples from it the same way.
+    by_hand = _coverage_by_hand(tmp_path / "part", positions, n, 150, 0)
+    for key, value in by_hand.items():
+        assert cov[key] == pytest.approx(value, rel=1e-5)
