@@ -212,7 +212,7 @@ def completion_suffix(picks: int) -> str:
 
 
 _BRACKETED = re.compile(r"\[([^\[\]]*)\]")
-_NUMBER = re.compile(r"(?<![\d.])\d{1,6}(?![\d.]*\d)")
+_NUMBER = re.compile(r"(?<![\d.-])\d{1,6}(?![\d.]*\d)")  # not part of a decimal or a negative number
 
 
 def parse_selection(text, num_candidates: int, picks: int) -> list[int]:

@@ -181,7 +181,87 @@ def test_selectllm_picks_one_row_per_cluster(ray_local, tmp_path, clean_rows, ma
     assert len(set(sel["cluster_id"].to_pylist())) == 6
     stats = report["selectllm"]
     assert stats["requests"] == 6 and stats["prompt_tokens"] > 0 and stats["completion_tokens"] > 0
-    assert 0 <= stats["fallbacks"] <= 6
+    # SmolLM2 answers every one of these six prompts with a valid identifier (greedy decoding
+    # of fixed prompts): no group falls back.
+    assert stats["fallbacks"] == 0 and stats["chosen_by"] == {"rater": 6}
+    assert sel["picked_by"].to_pylist() == ["rater"] * 6
+
+
+def _fixed_rater(answer: str):
+    """An OpenAI-style server on 127.0.0.1 that answers every completion with `answer` and keeps
+    the prompts it was sent. Returns (url, prompts, stop)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    prompts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, body: dict):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            self._send({"object": "list", "data": [{"id": "fixed-rater", "object": "model"}]})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body.get("prompt") or body["messages"][-1]["content"]
+            prompts.append(prompt)
+            usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+            if "messages" in body:
+                self._send({"choices": [{"index": 0, "message": {"role": "assistant", "content": f"[{answer}]"},
+                                         "finish_reason": "stop"}], "usage": usage})
+            else:
+                self._send({"choices": [{"index": 0, "text": answer, "finish_reason": "stop"}], "usage": usage})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+    return f"http://127.0.0.1:{server.server_address[1]}", prompts, stop
+
+
+def _candidates(prompt: str) -> list[str]:
+    import re
+
+    return [m.group(2) for m in re.finditer(r"^\[(\d+)\] (.*)$", prompt, flags=re.M)]
+
+
+def test_selectllm_selects_exactly_the_candidates_the_rater_names(ray_local, tmp_path, clean_rows, make_cfg,
+                                                                   write_jsonl):
+    path = write_jsonl(tmp_path / "rows.jsonl", clean_rows[:60])
+    url, prompts, stop = _fixed_rater("3")
+    try:
+        report = run(make_cfg(tmp_path, input=str(path), method="selectllm", budget=6, report={"coverage": False},
+                              selectllm={"url": url, "model": {"name": "fixed-rater"}, "candidates": 5}), quiet=True)
+    finally:
+        stop()
+    assert len(prompts) == 6 == report["selectllm"]["requests"]
+    sel = _selected(tmp_path / "out")
+    by_text = {" ".join(r["instruction"].split())[:80]: r for r in sel.to_pylist()}
+    named = 0
+    for prompt in prompts:
+        shown = _candidates(prompt)
+        if len(shown) >= 3:  # the third candidate shown, exactly: not the second, not the fourth
+            row = by_text[shown[2][:80]]
+            assert row["picked_by"] == "rater"
+            named += 1
+        else:  # "[3]" names no candidate of a smaller group: its fallback, counted
+            assert any(by_text.get(c[:80], {}).get("picked_by") == "unparsable" for c in shown)
+    assert report["selectllm"]["chosen_by"].get("rater", 0) == named
+    assert sum(report["selectllm"]["chosen_by"].values()) == 6
 
 
 @pytest.mark.slow

@@ -36,9 +36,11 @@ def test_parse_drops_bad_ids():
     assert parse_selection("[1, 2, 3]", 10, 2) == [0, 1]  # at most `picks`
 
 
-def test_parse_never_raises_on_odd_input():
-    for odd in (None, 42, "", "[", "]]][[[", "[a, b]", "9" * 50, "[-3]"):
-        assert isinstance(parse_selection(odd, 10, 2), list)
+def test_parse_never_raises_and_names_nothing_on_odd_input():
+    # None of these names a valid candidate 1..10: the answer is empty (the group falls back).
+    for odd in (None, 42, b"[3]", "", "[", "]]][[[", "[a, b]", "9" * 50, "[-3]", "[0]", "[11]", "\ud800", "[3.5]"):
+        assert parse_selection(odd, 10, 2) == [], odd
+    assert parse_selection("[3]", 0, 1) == [] and parse_selection("[3]", 10, 0) == []
 
 
 @settings(max_examples=400, deadline=None)
