@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-random demo-kcenter demo-selectit demo-hybrid test lint clean
+.PHONY: install browser demo demo-random demo-kcenter demo-selectit demo-hybrid test lint clean
 
 install: $(STAMP)
 
@@ -31,7 +31,16 @@ demo: install
 demo-random demo-kcenter demo-selectit demo-hybrid: demo-%: install
 	$(PY) -m selectray run --config examples/demo.yaml --method $* --output out/demo-$*
 
-test: install
+# tests/e2e/test_browser.py opens the reports in Debian's headless chromium: install it once
+# (nothing to do when present; without apt-get the test skips and says why).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if command -v apt-get >/dev/null; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "apt-get not found: tests/e2e/test_browser.py will be skipped"; fi; }
+
+test: install browser
 	@# pytest exits 5 when it collects nothing: that means discovery broke, say so.
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -ne 5 ] || echo 'pytest collected no tests' >&2; exit $$rc; }
 

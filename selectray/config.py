@@ -41,8 +41,8 @@ __all__ = ["ConfigError", "ModelSpec", "RunConfig", "config_model", "load_config
 class RunConfig(Section):
     """The top-level keys and the cross-section rules; `config_model()` adds the sections."""
 
-    input: list[str] = Field(..., description="Input Parquet/JSONL files or folders of them.")
-    output: str = Field("out", description="Output directory (created).")
+    input: list[str] = Field(..., description="Input Parquet/JSONL files or folders of them: local paths or object-store URIs (s3://...).")
+    output: str = Field("out", description="Output folder (created): a local path, a shared filesystem path or an object-store URI.")
     method: str = Field("random", description="Selection method (see `selectray run --help`).")
     budget: int | None = Field(None, gt=0, description="Rows to select; overrides proportion.")
     proportion: float = Field(0.2, gt=0, le=1, description="Share of usable rows to select when no budget is given.")

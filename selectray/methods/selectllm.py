@@ -22,12 +22,20 @@ class SelectLLMSettings(Section):
     grouping: Literal["kcenter", "kmeans-regions"] = Field("kcenter", description="How candidate groups are formed.")
     candidates: int = Field(10, gt=1, description="Candidates shown to the rater per group (r).")
     picks: int = Field(1, gt=0, description="Rows the rater picks per group (m).")
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="smollm2-135m"), description="Rater model served by Ray Serve.")
-    url: str | None = Field(None, description="Use an already running rater app at this base URL instead of starting one.")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="smollm2-135m"), description="Rater model served by Ray Serve (with `url`: the server's model id).")
+    url: str | None = Field(None, description="An OpenAI-compatible server to rate with (`selectray serve`, `serve deploy "
+                            "jobs/serve_raters.yaml`, vLLM, Ray Serve LLM, a hosted API), with or without `/v1`; null: "
+                            "start the rater app in this run.")
     max_in_flight: int = Field(8, gt=0, description="Concurrent requests to the rater.")
     max_tokens: int = Field(24, gt=0, description="Completion tokens the rater may write.")
     retries: int = Field(4, ge=0, description="Retries (with exponential backoff) per failed request.")
     timeout_s: float = Field(300, gt=0, description="Per-request timeout.")
+    api: Literal["auto", "chat", "completions"] = Field(
+        "auto", description="Route of the picks: 'auto' (chat when the model has a chat template, as our app lists it; "
+        "another server is tried once with chat, else completions), 'chat' or 'completions'.")
+    api_key_env: str = Field(
+        "SELECTRAY_API_KEY", min_length=1,
+        description="Environment variable whose value goes to the rater at `url` as 'Authorization: Bearer <key>' (when set).")
 
 
 class SelectLLM(Method):

@@ -107,11 +107,14 @@ def pick_stage(pool, sl, serve_cfg, budget: int, clusters, embeddings, seed: int
 
 def _client(sl, serve_cfg, gpus: bool):
     if sl.url:
-        return HttpClient(sl.url, sl.timeout_s), False
+        import os
+
+        key = os.environ.get(sl.api_key_env) or None  # goes into the Authorization header only
+        return HttpClient(sl.url, sl.timeout_s, api_key=key, key_env=sl.api_key_env, api=sl.api), False
     from selectray import serve
 
     models = serve_cfg.models or [sl.model]
-    return HandleClient(serve.start(models, serve_cfg, gpus=gpus)), True
+    return HandleClient(serve.start(models, serve_cfg, gpus=gpus), api=sl.api), True
 
 
 class PickStage:

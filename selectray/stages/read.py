@@ -133,13 +133,13 @@ def _keys(table: pa.Table) -> pa.Table:
 
 
 @ray.remote(num_returns=2)
-def _split(table: pa.Table, row_start: int, pos_start: int, duplicate_rows: np.ndarray):
+def _split(table: pa.Table, row_start: int, pos_start: int, dups: np.ndarray):
     """Number the rows of one block, mark duplicates, split usable from rejected."""
     n = table.num_rows
     reject = table[REJECT].combine_chunks()
-    if len(duplicate_rows):
+    if len(dups):
         dup = np.zeros(n, dtype=bool)
-        dup[duplicate_rows] = True
+        dup[dups] = True
         reject = pc.if_else(pa.array(dup), pa.scalar("duplicate_id"), reject)
     table = table.set_column(table.column_names.index(REJECT), REJECT, reject)
     table = table.append_column(ROW, pa.array(np.arange(row_start, row_start + n, dtype=np.int64)))
@@ -169,7 +169,7 @@ def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadCo
     all_keys = pa.concat_tables(keys) if keys else pa.table({ID: [], HASH: [], REJECT: []})
     ok = pc.is_null(all_keys[REJECT]).to_numpy(zero_copy_only=False)
     ids = all_keys[ID].combine_chunks().cast(pa.large_string())
-    dup_rows = _duplicates(ids, ok)
+    dup_rows = duplicate_rows(ids, ok)
     ok[dup_rows] = False
 
     row_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -185,11 +185,11 @@ def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadCo
     keep = pa.array(ok)
     usable_ids = ids.filter(keep)
     usable_hashes = all_keys[HASH].combine_chunks().cast(pa.large_string()).filter(keep)
-    fingerprint = _digest(usable_ids, usable_hashes)
+    fingerprint = pool_fingerprint(usable_ids, usable_hashes)
     return Pool(usable, rejected_table, cols, usable_ids, usable_hashes, fingerprint, num_input=len(ids))
 
 
-def _digest(*columns: pa.Array) -> str:
+def pool_fingerprint(*columns: pa.Array) -> str:
     """Fingerprint of string columns (row order and values), from their buffers: no Python strings."""
     digest = hashlib.sha256()
     for col in columns:
@@ -209,7 +209,7 @@ def _validate_batch(table: pa.Table, cols: TextColumns, max_chars: int, need_out
         raise InputError(str(e)) from None
 
 
-def _duplicates(ids: pa.Array, ok: np.ndarray) -> np.ndarray:
+def duplicate_rows(ids: pa.Array, ok: np.ndarray) -> np.ndarray:
     """Row numbers of usable rows whose id was already seen earlier (the first occurrence is kept)."""
     idx = np.flatnonzero(ok)
     if not len(idx):

@@ -1,34 +1,19 @@
 """The Ray Serve rater app with the real SmolLM2: HTTP shape, bad requests, handle path."""
 
-import socket
+import json
 
 import httpx
 import pytest
 
-from selectray import serve as rater_app
-from selectray.settings import ModelSpec, ServeConfig
-
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+LIMIT = 1 << 16  # serve.max_body_bytes of this module's app
 
 
 @pytest.fixture(scope="module")
-def app(ray_local):
-    from ray import serve
-
-    cfg = ServeConfig(port=_free_port(), min_replicas=1, max_replicas=1, num_cpus=0.5)
-    handle = rater_app.start([ModelSpec(name=MODEL)], cfg, gpus=False)
-    # Serve's HTTP options are fixed once Serve runs in a cluster: use the port it really has.
-    port = serve.context._get_global_client().http_config.port
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+def app(rater_app):
+    with rater_app([MODEL], max_body_bytes=LIMIT) as (handle, url), httpx.Client(base_url=url, timeout=300) as client:
         yield handle, client
-    rater_app.stop()
 
 
 def test_completion_returns_text_and_logprobs(app):
@@ -66,12 +51,57 @@ def test_models_health_and_chat(app):
     (b'{"model": "smollm2-135m", "prompt": "x", "max_tokens": "many"}', 400, "max_tokens"),
     (b'{"model": "smollm2-135m", "prompt": "x", "temperature": -1}', 400, "temperature"),
     (b'{"model": "smollm2-135m", "prompt": []}', 400, "prompt"),
+    (b'{"model": "smollm2-135m", "prompt": "a \\ud800 b"}', 400, "lone surrogate"),
+    (b'{"model": "smollm2-135m", "prompt": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "nests deeper"),
+    (b'{"model": "smollm2-135m", "prompt": "x", "max_tokens": 2, "n": 5}', 400, "n: 5 is not supported"),
+    (b'{"model": "smollm2-135m", "prompt": "x", "echo": true}', 400, "echo: "),
+    (b'{"model": "smollm2-135m", "prompt": "x", "logit_bias": {"1": 5}}', 400, "logit_bias: "),
+    (b'{"model": "smollm2-135m", "prompt": "x", "max_tokens": 2, "user": "u1", "n": 1}', 200, ""),
+    (b'{"model": "smollm2-135m", "prompt": "x", "max_tokens": 2, "temperature": 1e-300}', 200, ""),
+    (b'{"model": "smollm2-135m", "prompt": "x", "temperature": 1, "seed": 18446744073709551616}', 400, "seed"),
+    (b'{"model": "smollm2-135m", "prompt": ""}', 400, "prompt"),
+    (b'{"model": "smollm2-135m", "prompt": "x", "stop": ["\\udc00"]}', 400, "lone surrogate"),
 ])
 def test_bad_requests_get_json_errors(app, body, status, needle):
     _, client = app
     r = client.post("/v1/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
-    assert needle in r.json()["error"]["message"]
+    if status >= 400:
+        assert needle in r.json()["error"]["message"] and r.json()["error"]["code"] == status
+    else:
+        assert len(r.json()["choices"]) == 1
+
+
+def test_oversized_bodies_get_413_and_the_limit_is_the_setting(app):
+    _, client = app
+    under = b'{"model": "smollm2-135m", "prompt": "' + b"a " * ((LIMIT - 60) // 2) + b'"}'
+    over = b'{"model": "smollm2-135m", "prompt": "' + b"a " * (LIMIT // 2) + b'"}'
+    assert len(under) <= LIMIT < len(over)
+    r = client.post("/v1/completions", content=over, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and str(LIMIT) in r.json()["error"]["message"]
+    # Without a Content-Length (chunked), the body is cut off as it is read.
+    r = client.post("/v1/completions", content=iter([over[:1000], over[1000:]]))
+    assert r.status_code == 413 and r.json()["error"]["code"] == 413
+    r = client.post("/v1/chat/completions", content=under, headers={"content-type": "application/json"})
+    assert r.status_code == 400  # read, then refused for what it holds: not a size problem
+
+
+def test_chat_rejects_bad_messages_with_json_errors(app):
+    _, client = app
+    for messages, needle in (([{"role": "tool", "content": "x"}], "messages[0].role"),
+                             ([{"role": "user", "content": "\udfff"}], "lone surrogate"),
+                             ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0]")):
+        body = json.dumps({"model": MODEL, "messages": messages})  # ASCII: the surrogate travels as an escape
+        r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and needle in r.json()["error"]["message"], r.text
+
+
+def test_unknown_routes_and_methods_get_json_errors(app):
+    _, client = app
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+    r = client.get("/v1/completions")
+    assert r.status_code == 405 and r.json()["error"]["code"] == 405
 
 
 def test_prompt_longer_than_context_is_400_naming_the_limit(app):
