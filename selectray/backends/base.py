@@ -6,6 +6,7 @@ SelectIT score stage and the Ray Serve rater app:
 
 * ``rating_probs(prompts) -> RatingProbs``: for each prompt the next-token probabilities
   of the ratings "1".."5" (raw, over the full vocabulary) and the mass outside them;
+  ``rating_probs_ids(split)`` the same for prompts already tokenized (``encode_batch``);
 * ``complete(prompts, max_tokens, temperature, stop, logprobs) -> list[Completion]``;
 * ``count_tokens``, ``context_length``, ``apply_chat_template``, ``has_chat_template``.
 
@@ -13,6 +14,8 @@ A prompt is a string or a ``(prefix, suffix)`` pair. The model reads the token i
 prefix (with the model's BOS token first, when it uses one) followed by those of the suffix,
 each tokenized on its own; prompts with the same non-empty prefix share its computation
 (KV reuse in transformers, prefix caching in vLLM). Both backends build identical token ids.
+Many prompts are tokenized in one batched tokenizer call (`encode_batch`, `encode_texts`),
+each distinct text once; the ids are exactly those of one ``encode`` per text.
 """
 
 from __future__ import annotations
@@ -104,9 +107,32 @@ class RaterBackend:
         head = ([self.tokenizer.bos_token_id] if self.add_bos else []) + self.tokenizer.encode(prefix, add_special_tokens=False)
         return head, self.tokenizer.encode(suffix, add_special_tokens=False)
 
+    def encode_texts(self, texts: Sequence[str], offsets: bool = False) -> list:
+        """Token ids of each text (no special tokens) in one batched call of a fast tokenizer:
+        exactly ``tokenizer.encode(text, add_special_tokens=False)`` per text. With
+        ``offsets``: (ids, character (start, end) of each token) per text (fast tokenizers only)."""
+        if not texts:
+            return []
+        tok = self.tokenizer
+        if not getattr(tok, "is_fast", False):
+            if offsets:
+                raise ConfigError(f"token offsets need a fast tokenizer; {type(tok).__name__} is not one")
+            return [list(tok.encode(t, add_special_tokens=False)) for t in texts]
+        enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=offsets)
+        return list(zip(enc["input_ids"], enc["offset_mapping"], strict=True)) if offsets else enc["input_ids"]
+
+    def encode_batch(self, prompts: Sequence[Prompt]) -> list[tuple[list[int], list[int]]]:
+        """`encode_split` of every prompt, each distinct text tokenized once, in one batched call."""
+        pairs = [("", p) if isinstance(p, str) else p for p in prompts]
+        texts = list(dict.fromkeys(t for pair in pairs for t in pair if t))
+        ids = dict(zip(texts, self.encode_texts(texts), strict=True))
+        ids[""] = []
+        bos = [self.tokenizer.bos_token_id] if self.add_bos else []
+        return [(bos + ids[pre], ids[suf]) if pre else ([], bos + ids[suf]) for pre, suf in pairs]
+
     def count_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
         """Number of tokens the model reads for each prompt (BOS included)."""
-        return [len(self.encode(p)) for p in prompts]
+        return [len(head) + len(tail) for head, tail in self.encode_batch(prompts)]
 
     def _check_lengths(self, seqs: Sequence[Sequence[int]]) -> None:
         too_long = [len(s) for s in seqs if len(s) > self.context_length]
@@ -117,6 +143,13 @@ class RaterBackend:
             )
 
     def rating_probs(self, prompts: Sequence[Prompt]) -> RatingProbs:
+        """Raw next-token probabilities of "1".."5" after each prompt (see the module docstring)."""
+        return self.rating_probs_ids(self.encode_batch(prompts))
+
+    def rating_probs_ids(self, split: Sequence[tuple[Sequence[int], Sequence[int]]]) -> RatingProbs:
+        """`rating_probs` of prompts given as token ids: (prefix ids with BOS, suffix ids) each,
+        as `encode_split` and `encode_batch` build them (a prompt without a shared prefix has
+        an empty prefix part and BOS first in its suffix part)."""
         raise NotImplementedError
 
     def complete(self, prompts, max_tokens=16, temperature=0.0, stop=None, logprobs=None, seed=None) -> list[Completion]:

@@ -3,9 +3,12 @@
 Rating probabilities come from one forward pass per batch of prompts, with
 
 * batches built by token length (longest first, capped by prompt count and by tokens) so
-  that right-padding wastes little;
-* only the logits of each prompt's last position computed (``logits_to_keep`` given the
-  few distinct last positions of the batch), not the full vocabulary at every position;
+  that padding wastes little;
+* only the logits of each prompt's last position computed, not the full vocabulary at every
+  position: prompts are left-padded (positions counted from each prompt's first token), so
+  every last token sits in the last column and ``logits_to_keep=1`` (with sliding windows,
+  the suffixes after a shared prefix stay right-padded and ``logits_to_keep`` lists the
+  batch's few distinct last positions);
 * prompts sharing a prefix (layout ``sample-first``): the prefix is run once, its KV cache
   is repeated for the prompts, and only the suffixes are run on top of it;
 * a batch that runs out of memory split in halves and retried (down to single prompts).
@@ -14,11 +17,12 @@ Rating probabilities come from one forward pass per batch of prompts, with
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import chain
 
 import numpy as np
 import torch
 
-from selectray.backends.base import Completion, Prompt, RaterBackend, RatingProbs, truncate_at_stop
+from selectray.backends.base import Completion, RaterBackend, RatingProbs, truncate_at_stop
 from selectray.models import LoadedModel, load_model
 
 
@@ -60,8 +64,9 @@ class TransformersBackend(RaterBackend):
     """Rater on a transformers causal LM.
 
     ``model``: a model spec (see selectray.models) or an already `LoadedModel`.
-    ``batch_size``: prompts per forward pass; ``max_batch_tokens``: cap on
-    prompts × longest prompt per pass; ``max_length``: cap on the context length.
+    ``batch_size``: prompts per forward pass (prompts that share a prefix: prefixes per pass,
+    each with all its suffixes); ``max_batch_tokens``: cap on prompts × longest prompt per
+    pass (prompts that share a prefix count in full); ``max_length``: cap on the context length.
     """
 
     name = "transformers"
@@ -98,10 +103,10 @@ class TransformersBackend(RaterBackend):
 
     # ----- rating probabilities -------------------------------------------------------
 
-    def rating_probs(self, prompts: Sequence[Prompt]) -> RatingProbs:
-        """Raw next-token probabilities of "1".."5" after each prompt (see RaterBackend)."""
-        out = np.empty((len(prompts), 5), dtype=np.float64)
-        split = [self.encode_split(p) for p in prompts]
+    def rating_probs_ids(self, split: Sequence[tuple[Sequence[int], Sequence[int]]]) -> RatingProbs:
+        """Raw next-token probabilities of "1".."5" after each tokenized prompt (see RaterBackend)."""
+        out = np.empty((len(split), 5), dtype=np.float64)
+        split = [(list(h), list(t)) for h, t in split]
         self._check_lengths([h + t for h, t in split])
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (head, _) in enumerate(split):
@@ -117,8 +122,10 @@ class TransformersBackend(RaterBackend):
             out[[singles[j] for j in batch]] = np.asarray(res)
 
         work = [(head, [split[i][1] for i in idx], idx) for head, idx in shared]
-        per_pass = max(1, self.batch_size // max((len(w[2]) for w in work), default=1))
-        for batch in length_batches([len(w[0]) for w in work], per_pass, self.max_batch_tokens):
+        # A pass runs up to batch_size prefixes, then all their suffixes on top of the prefixes'
+        # keys and values, repeated per suffix: the token cap counts every prompt in full.
+        sizes = [len(h) * len(t) + sum(map(len, t)) for h, t, _ in work]
+        for batch in length_batches(sizes, self.batch_size, self.max_batch_tokens):
             items = [work[j] for j in batch]
             if self._window and any(len(h) + max(map(len, t)) > self._window for h, t, _ in items):
                 res = [r for it in items for r in self._shared_probs([it])]
@@ -127,29 +134,34 @@ class TransformersBackend(RaterBackend):
             out[[i for it in items for i in it[2]]] = np.asarray(res)
         return RatingProbs(out, 1.0 - out.sum(axis=1))
 
-    def _pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[r, : len(s)] = 1
-        return ids.to(self.device), mask.to(self.device)
+    def _pad(self, seqs: Sequence[Sequence[int]], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask), right- or left-padded, filled in one step (a row-major boolean
+        assignment keeps each row's order)."""
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        width = int(lengths.max())
+        cols = np.arange(width)
+        keep = cols >= (width - lengths)[:, None] if left else cols < lengths[:, None]
+        ids = np.full(keep.shape, self.pad_id, dtype=np.int64)
+        ids[keep] = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
+        return torch.from_numpy(ids).to(self.device), torch.from_numpy(keep.astype(np.int64)).to(self.device)
 
-    def _probs_at(self, logits_out, last: torch.Tensor, keep: torch.Tensor) -> list:
-        col = torch.searchsorted(keep, last)
-        logits = logits_out.logits[torch.arange(len(last), device=self.device), col]
+    def _probs_at(self, logits_out, col: torch.Tensor) -> list:
+        """Rating probabilities from each row's logits at column ``col`` (of the kept positions)."""
+        logits = logits_out.logits[torch.arange(len(col), device=self.device), col]
         logp = torch.log_softmax(logits.float(), dim=-1)[:, self._rating_ids]
         return list(logp.double().exp().cpu().numpy())
 
     @torch.inference_mode()
     def _last_probs(self, seqs: list[list[int]]) -> list:
-        ids, mask = self._pad(seqs)
-        last = mask.sum(1) - 1
-        keep = torch.unique(last)  # sorted; few distinct values in a length-sorted batch
+        # Left padding puts every prompt's last token in the last column, so the output layer
+        # runs on one position per prompt (a vocabulary-sized product: most of a small model's
+        # cost); positions count from each prompt's first token.
+        ids, mask = self._pad(seqs, left=True)
         full = bool(mask.all())
-        out = self.model(input_ids=ids, attention_mask=None if full else mask, use_cache=False, logits_to_keep=keep)
-        return self._probs_at(out, last, keep)
+        pos = None if full else (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=None if full else mask, position_ids=pos, use_cache=False,
+                         logits_to_keep=1)
+        return self._probs_at(out, torch.zeros(len(seqs), dtype=torch.long, device=self.device))
 
     @torch.inference_mode()
     def _shared_probs(self, items: list[tuple[list[int], list[list[int]], list[int]]]) -> list:
@@ -161,20 +173,25 @@ class TransformersBackend(RaterBackend):
         rows = torch.repeat_interleave(torch.arange(len(items), device=self.device), sizes)
         cache.batch_select_indices(rows)
         tails = [s for _, t, _ in items for s in t]
-        tid, tmask = self._pad(tails)
-        hlen = hmask.sum(1)[rows]
-        pos = hlen[:, None] + torch.arange(tid.shape[1], device=self.device)[None, :]
-        last = tmask.sum(1) - 1
-        keep = torch.unique(last)
+        # Suffixes left-padded (their last tokens in the last column: the output layer runs once
+        # per prompt), except with sliding windows, which padding after the prefix would shift.
+        left = self._window is None
+        tid, tmask = self._pad(tails, left=left)
+        if left:
+            pos, keep, col = (tmask.cumsum(1) - 1).clamp(min=0), 1, torch.zeros(len(tails), dtype=torch.long, device=self.device)
+        else:
+            last = tmask.sum(1) - 1
+            keep = torch.unique(last)  # sorted; the output layer runs at these positions of every row
+            pos, col = torch.arange(tid.shape[1], device=self.device)[None, :], torch.searchsorted(keep, last)
         out = self.model(
             input_ids=tid,
             attention_mask=torch.cat([hmask[rows], tmask], dim=1),
-            position_ids=pos,
+            position_ids=hmask.sum(1)[rows][:, None] + pos,
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=keep,
         )
-        return self._probs_at(out, last, keep)
+        return self._probs_at(out, col)
 
     # ----- completions (the Serve rater app) ------------------------------------------
 
@@ -196,7 +213,7 @@ class TransformersBackend(RaterBackend):
         """
         from transformers import GenerationConfig
 
-        seqs = [self.encode(p) for p in prompts]
+        seqs = [h + t for h, t in self.encode_batch(prompts)]
         self._check_lengths(seqs)
         eos = self._eos_ids()
         cfg = GenerationConfig(

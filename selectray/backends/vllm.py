@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from selectray.backends.base import Completion, Prompt, RaterBackend, RatingProbs, truncate_at_stop
+from selectray.backends.base import Completion, RaterBackend, RatingProbs, truncate_at_stop
 from selectray.errors import require
 from selectray.models import (
     context_length_of,
@@ -115,9 +115,9 @@ class VLLMBackend(RaterBackend):
     def _generate(self, seqs: Sequence[Sequence[int]], params: dict):
         return self.llm.generate(token_prompts(seqs), self._sp(**params), use_tqdm=False)
 
-    def rating_probs(self, prompts: Sequence[Prompt]) -> RatingProbs:
-        """Raw next-token probabilities of "1".."5" after each prompt (see RaterBackend)."""
-        seqs = [self.encode(p) for p in prompts]
+    def rating_probs_ids(self, split: Sequence[tuple[Sequence[int], Sequence[int]]]) -> RatingProbs:
+        """Raw next-token probabilities of "1".."5" after each tokenized prompt (see RaterBackend)."""
+        seqs = [[*head, *tail] for head, tail in split]
         self._check_lengths(seqs)
         ids = list(self.rating.ids)
         out = np.empty((len(seqs), 5), dtype=np.float64)

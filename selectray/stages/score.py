@@ -32,8 +32,9 @@ def text_hash(text: str) -> str:
 
 
 # Bump when what a cached entry means changes (its keys, the prompt template), so that old
-# caches land in other folders and are recomputed rather than misread.
-CACHE_VERSION = 2
+# caches land in other folders and are recomputed rather than misread. 3: over-long responses
+# are cut at one of their own token ends (stages/scorer.py), no longer at any character.
+CACHE_VERSION = 3
 
 
 def model_key(spec, model_fp: str, cfg, device: str) -> str:

@@ -1,15 +1,38 @@
 """The SelectIT scorer: a Ray Data `map_batches` callable giving rating probabilities per (row, prompt).
 
-Builds each row's K rating prompts (selectray.prompts), fits them to the model's
-context, and reads the next-token probabilities of "1".."5" from a backend
-(selectray.backends). The levels are computed later (selectray.scoring).
+Builds each row's K rating prompts (selectray.prompts), tokenizes them once per batch
+(one batched tokenizer call, each distinct text once), fits them to the model's context
+on those ids, and reads the next-token probabilities of "1".."5" from a backend
+(selectray.backends) given the ids. The levels are computed later (selectray.scoring).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from typing import NamedTuple
+
 import numpy as np
 
 TOO_LONG_POLICIES = ("truncate", "reject")
+
+
+class Fitted(NamedTuple):
+    """One (row, prompt) pair fitted to the context: ``prompt`` its (prefix, suffix) text and
+    ``ids`` its (prefix ids with BOS, suffix ids), both None when it does not fit (too_long);
+    ``truncated``: the response was cut."""
+
+    prompt: tuple[str, str] | None
+    ids: tuple[list[int], list[int]] | None
+    truncated: bool
+
+
+TOO_LONG = Fitted(None, None, False)
+
+
+def cut_points(length: int, offsets) -> list[int]:
+    """Where a response of ``length`` characters may be cut: 0, the end of each of its tokens
+    (character offsets of the response tokenized on its own), and its full length."""
+    return sorted({0, length, *(end for _, end in offsets if 0 < end < length)})
 
 
 def _column(batch, name: str) -> list:
@@ -39,11 +62,20 @@ class SelectITScorer:
     fit and was not scored: p1..p5 and p_other are NaN).
 
     Prompts longer than the context (``max_length``, capped by the model's own): with
-    ``too_long="truncate"`` the response is cut from its end (at a character, the longest
-    prefix that fits) for that prompt; a prompt that does not fit even with an empty
-    response, or any too-long prompt with ``too_long="reject"``, is flagged too_long. Each
-    (row, prompt) pair is fitted on its own, so its result does not depend on the other
-    prompts scored with it.
+    ``too_long="truncate"`` the response is cut from its end for that prompt; a prompt that
+    does not fit even with an empty response, or any too-long prompt with
+    ``too_long="reject"``, is flagged too_long. Each (row, prompt) pair is fitted on its
+    own, so its result does not depend on the other prompts scored with it.
+
+    The cut rule: the response is tokenized on its own, and it may be cut at the end of
+    any of its tokens (`cut_points`: character offsets, so the kept text is always a prefix
+    of the response, never half a character). The kept prefix is the longest such one
+    whose whole prompt, tokenized as the model reads it, fits: it fits, and the prompt
+    with the response cut at the next token end does not (a prompt's length grows with
+    the kept prefix; were a merge at the cut to break that, the cut found is one where
+    this pair of conditions holds). The search starts where the token counts put the cut
+    and checks it with the whole prompt, many prompts per tokenizer call, so a batch
+    costs a few tokenizer calls however many prompts are cut.
 
     ``model``: a model spec, or an already loaded `selectray.models.LoadedModel`
     (transformers backend only; tests and benchmarks share one that way).
@@ -100,30 +132,70 @@ class SelectITScorer:
         """The K (prefix, suffix) prompts of one row, adapted to the rating tokens."""
         return [self._prompt(rp, instruction, input, output) for rp in self.prompts]
 
-    def _fit(self, instruction: str, input: str, output: str) -> list[tuple[tuple[str, str] | None, bool]]:
-        """For each rating prompt: (prompt, truncated), or (None, False) when it cannot fit.
-
-        Each prompt is fitted on its own, so a (row, prompt) result never depends on which
-        other prompts are scored in the same call (the score cache relies on that).
-        """
-        limit, out = self.backend.context_length, []
-        for rp in self.prompts:
-
-            def size(text: str, rp=rp) -> int:
-                return self.backend.count_tokens([self._prompt(rp, instruction, input, text)])[0]
-
-            if size(output) <= limit:
-                out.append((self._prompt(rp, instruction, input, output), False))
-                continue
-            if self.too_long == "reject" or size("") > limit:
-                out.append((None, False))
-                continue
-            lo, hi = 0, len(output)  # the longest prefix of the response that fits: binary search
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                lo, hi = (mid, hi) if size(output[:mid]) <= limit else (lo, mid - 1)
-            out.append((self._prompt(rp, instruction, input, output[:lo]), True))
+    def fit(self, rows: list[tuple[str, str, str]]) -> list[Fitted]:
+        """Each row's K prompts, row-major, tokenized and fitted to the context (see the class)."""
+        limit = self.backend.context_length
+        texts = [self._prompt(rp, *row) for row in rows for rp in self.prompts]
+        out, over = [], {}
+        for p, (text, ids) in enumerate(zip(texts, self.backend.encode_batch(texts), strict=True)):
+            n = len(ids[0]) + len(ids[1])
+            out.append(Fitted(text, ids, False) if n <= limit else TOO_LONG)
+            if n > limit:
+                over[p] = n
+        if over and self.too_long == "truncate":
+            for p, fitted in self._truncate(rows, over).items():
+                out[p] = fitted
         return out
+
+    def _truncate(self, rows: list[tuple[str, str, str]], over: dict[int, int]) -> dict[int, Fitted]:
+        """The over-long pairs (pair index -> token count) with their responses cut by the
+        class's rule, or too_long.
+
+        Each pair keeps a bracket over its response's cut points, ``lo`` fits and ``hi``
+        does not (-1: not known yet; the full response is known not to fit), narrowed each
+        round; the probes of all pairs in a round are tokenized in one call. A round probes
+        the empty response (first round: does the pair fit at all?), the cut the token
+        counts predict and the next one; the prediction is corrected with the lengths
+        measured, and after three rounds the bracket is bisected.
+        """
+        k, limit = len(self.prompts), self.backend.context_length
+        need = sorted({p // k for p in over})
+        cuts, kept = {}, {}
+        for r, (_, offsets) in zip(need, self.backend.encode_texts([rows[r][2] for r in need], offsets=True), strict=True):
+            cuts[r] = cut_points(len(rows[r][2]), offsets)
+            ends = sorted(end for _, end in offsets)
+            kept[r] = [bisect_right(ends, c) for c in cuts[r]]  # response tokens kept by each cut
+        # pair -> [lo, hi, the prompt's tokens besides the response's (predicted, then measured)]
+        live = {p: [-1, len(cuts[p // k]) - 1, n - kept[p // k][-1]] for p, n in over.items()}
+        done: dict[int, Fitted] = {}
+        rnd = 0
+        while live := {p: state for p, state in live.items() if state[1] > state[0] + 1}:  # else resolved
+            probes = []
+            for p, (lo, hi, base) in live.items():
+                guess = bisect_right(kept[p // k], limit - base) - 1 if rnd < 3 else (lo + hi) // 2
+                guess = min(max(guess, lo, 0), hi - 1)
+                probes += [(p, u) for u in sorted({0, guess, guess + 1}) if lo < u < hi]
+            texts = [self._prompt(self.prompts[p % k], *rows[p // k][:2], rows[p // k][2][: cuts[p // k][u]])
+                     for p, u in probes]
+            measured: dict[int, dict[int, int]] = {}
+            for (p, u), text, ids in zip(probes, texts, self.backend.encode_batch(texts), strict=True):
+                state, n = live[p], len(ids[0]) + len(ids[1])
+                measured.setdefault(p, {})[u] = n
+                if not state[0] < u < state[1]:  # outside the bracket an earlier probe left
+                    continue
+                if n <= limit:
+                    state[0] = u
+                    done[p] = Fitted(text, ids, True)
+                else:
+                    state[1] = u
+            for p, seen in measured.items():  # correct the prediction with a length measured near the cut
+                lo, hi, _ = state = live[p]
+                u = lo if lo > 0 and lo in seen else hi if hi in seen else lo
+                if u in seen:
+                    state[2] = seen[u] - kept[p // k][u]
+            rnd += 1
+        # Resolved: lo is the cut, or -1 when not even the empty response fits (too_long).
+        return {p: done.get(p, TOO_LONG) for p in over}
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
         from selectray.errors import InputError
@@ -144,20 +216,13 @@ class SelectITScorer:
             else [""] * len(ids)
         )
         k = len(self.prompts)
-        prompts, where = [], []
-        truncated = np.zeros(len(ids) * k, dtype=bool)
-        too_long = np.zeros(len(ids) * k, dtype=bool)
-        for r in range(len(ids)):
-            for j, (prompt, cut) in enumerate(self._fit(instr[r], inputs[r], outs[r])):
-                if prompt is None:
-                    too_long[r * k + j] = True
-                else:
-                    truncated[r * k + j] = cut
-                    prompts.append(prompt)
-                    where.append(r * k + j)
+        fitted = self.fit(list(zip(instr, inputs, outs, strict=True)))
+        truncated = np.fromiter((f.truncated for f in fitted), dtype=bool, count=len(fitted))
+        too_long = np.fromiter((f.ids is None for f in fitted), dtype=bool, count=len(fitted))
+        where = np.flatnonzero(~too_long)
         probs = np.full((len(ids) * k, 5), np.nan)
-        if prompts:
-            probs[where] = self.backend.rating_probs(prompts).probs
+        if len(where):
+            probs[where] = self.backend.rating_probs_ids([fitted[i].ids for i in where]).probs
         result = {
             "id": np.repeat(ids, k),
             "model": np.array([self.model_name] * (len(ids) * k), dtype=object),

@@ -16,7 +16,7 @@ import torch
 from selectray.backends import make_backend
 from selectray.backends.transformers import length_batches, split_on_oom
 from selectray.errors import ConfigError, InputError, MissingDependencyError
-from selectray.prompts import RATING_PROMPTS
+from selectray.prompts import RATING_PROMPTS, build_rating_prompt
 from selectray.scoring import row_scores
 from selectray.stages.scorer import SelectITScorer
 
@@ -200,12 +200,16 @@ def test_too_long_rows_are_truncated_or_flagged(tiny, rating_rows):
     assert list(out["truncated"][::k]) == [False, True, False]
     assert list(out["too_long"][::k]) == [False, False, True]  # the instruction alone does not fit
     assert np.isfinite(out["p1"][: 2 * k]).all() and np.isnan(out["p1"][2 * k :]).all()
-    # Each prompt's cut is the longest response prefix that fits.
-    for (prefix, suffix), cut in trunc._fit(*long_row):
-        assert cut and tiny.count_tokens([(prefix, suffix)])[0] <= 160
+    # Each prompt's cut is the longest response prefix ending at one of the response's own
+    # token ends (the scorer's rule) that fits: the kept text fits, the next token end does not.
+    ends = [e for _, e in tiny.tokenizer(long_row[2], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    for rp, fitted in zip(RATING_PROMPTS, trunc.fit([long_row]), strict=True):
+        prefix, suffix = fitted.prompt
         kept = suffix.split("Response: ")[1].rsplit("\nThe answer is: ", 1)[0]
-        longer = suffix.replace(f"Response: {kept}\n", f"Response: {long_row[2][: len(kept) + 1]}\n")
-        assert long_row[2].startswith(kept) and tiny.count_tokens([longer])[0] > 160
+        assert fitted.truncated and long_row[2].startswith(kept) and len(kept) in ends
+        assert fitted.ids == tiny.encode_split((prefix, suffix)) and len(tiny.encode((prefix, suffix))) <= 160
+        longer = build_rating_prompt(rp, long_row[0], "", long_row[2][: min(e for e in ends if e > len(kept))])
+        assert len(tiny.encode(longer)) > 160
     # A (row, prompt) result does not depend on the other prompts scored with it.
     alone = SelectITScorer(tiny.loaded, prompts=[RATING_PROMPTS[2]], max_length=160)(_batch(rows[:2]))
     np.testing.assert_allclose(alone["p3"], out["p3"][[2, k + 2]], rtol=1e-4, atol=1e-7)
@@ -255,16 +259,22 @@ def test_gemma_adds_bos_and_scores_finite(gemma, rating_rows, prompts_for, refer
 
 
 @pytest.mark.slow
-def test_smollm2_scores_finite_and_layouts_correlate(smol, rating_rows):
+def test_smollm2_reads_the_prompts_as_rating_requests_in_both_layouts(smol, rating_rows):
+    """The real model puts most of its next-token mass on "1".."5" after the rating cue (a wrong
+    rating token or an off-by-one last position would leave almost none there: a 49k-token
+    vocabulary), and the two layouts order the rows in the same direction."""
     scores = {}
     for layout in ("paper", "sample-first"):
         out = SelectITScorer(smol.loaded, batch_size=8, layout=layout)(_batch(rating_rows))
-        probs = np.stack([out[f"p{i}"] for i in range(1, 6)], 1).reshape(len(rating_rows), 5, 5)
+        probs = np.stack([out[f"p{i}"] for i in range(1, 6)], 1)
         assert np.isfinite(probs).all()
-        scores[layout] = row_scores(probs)
+        mass = probs.sum(1)
+        np.testing.assert_allclose(mass + out["p_other"], 1.0, atol=1e-6)
+        assert mass.mean() > 0.5, f"{layout}: mean mass on the ratings {mass.mean():.3f}"
+        scores[layout] = row_scores(probs.reshape(len(rating_rows), 5, 5))
     rho = spearman(scores["paper"], scores["sample-first"])
     print(f"\nSmolLM2, {len(rating_rows)} rows: Spearman(paper, sample-first) = {rho:.3f}")
-    assert np.isfinite(rho)
+    assert rho > 0  # measured 0.58 on these 10 rows; the layouts are different prompts, so not 1
 
 
 @pytest.mark.slow
