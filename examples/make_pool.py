@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -191,10 +192,24 @@ def plant_bad_rows(rows: list[dict]) -> list:
     return bad
 
 
+def write_heldout(n: int, path: Path, seed: int = 1234) -> None:
+    """Rows for `selectray eval --eval`: the pool's families drawn from another seed, without
+    any row whose text equals a pool row's (eval drops those anyway, and counts them)."""
+    pool = {(x["instruction"], x["input"], x["output"]) for x in make_rows()}
+    rows = [x for x in make_rows(n, seed=seed) if (x["instruction"], x["input"], x["output"]) not in pool]
+    for i, x in enumerate(rows):
+        x["id"] = f"heldout-{i:04d}"
+    path.write_text("".join(json.dumps(x) + "\n" for x in rows))
+    print(f"wrote {len(rows)} held-out rows to {path} ({n - len(rows)} equal to a pool row left out)")
+
+
 def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if len(sys.argv) == 4 and sys.argv[1] == "--heldout":  # make_pool.py --heldout N FILE.jsonl
+        write_heldout(int(sys.argv[2]), Path(sys.argv[3]))
+        return
     rows = make_rows()
     bad = plant_bad_rows(rows)
     r = random.Random(11)

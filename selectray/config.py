@@ -33,6 +33,7 @@ from selectray.settings import (
     ReportConfig,
     Section,
     ServeConfig,
+    WriteConfig,
 )
 
 __all__ = ["ConfigError", "ModelSpec", "RunConfig", "config_model", "load_config", "parse_config"]
@@ -112,6 +113,7 @@ _SECTIONS_BEFORE = {
 }
 _SECTIONS_AFTER = {
     "serve": (ServeConfig, "Ray Serve rater application."),
+    "write": (WriteConfig, "Output files besides selected.parquet and rejected.parquet."),
     "report": (ReportConfig, "Report contents."),
     "ray": (RayConfig, "Ray connection."),
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 from selectray.context import RunContext
 from selectray.coverage import coverage_rows
 from selectray.errors import ConfigError, InputError
+from selectray.export import export_selection
 from selectray.methods import METHODS
 from selectray.models import pin_models
 from selectray.report import StageTimer, build_report
@@ -80,10 +81,12 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
         st["rows"] = n_selected
 
     report = build_report(ctx, method, selection, timer.stages, n_selected, n_rejected)
+    exported = [export_selection(out.uri, fmt)[0] for fmt in cfg.write.export]  # reads the files just written
     if not quiet:
         print(
             f"{ctx.pool.num_input} input rows = {n_selected} selected + {report['not_selected']} not selected "
-            f"+ {n_rejected} rejected\noutputs: {out}/selected.parquet, rejected.parquet, report.json, report.html",
+            f"+ {n_rejected} rejected\noutputs: {out}/selected.parquet, rejected.parquet, report.json, report.html"
+            + "".join(f", {e.rsplit('/', 1)[-1]}" for e in exported),
             flush=True,
         )
     return report

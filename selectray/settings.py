@@ -177,6 +177,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class WriteConfig(Section):
+    export: list[Literal["alpaca", "sharegpt", "messages"]] = Field(
+        default_factory=list, description="Also write the selection as OUT/selected.<format>.jsonl for fine-tuning "
+        "tools, one file per format (the same as `selectray export`).")
+
+
 class ReportConfig(Section):
     coverage: bool = Field(
         True, description="Report how well the selection covers the pool against a random subset; a method that needs "
