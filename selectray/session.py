@@ -21,33 +21,33 @@ FORWARDED_ENV = (
 
 
 def forwarded_env() -> dict[str, str]:
-    """The driver's values of `FORWARDED_ENV` that are set, but for those a submitted Ray
-    job's own runtime environment already sets (Ray refuses to merge the same variable twice)."""
-    job_vars = _job_env_vars()
-    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ and k not in job_vars}
+    """The driver's values of `FORWARDED_ENV` that are set."""
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
 
 
-def _job_env_vars() -> set[str]:
-    """Variables the runtime environment of the Ray job this driver runs in sets, if any."""
-    import json
-
-    try:
-        job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
-        return set((job.get("runtime_env") or {}).get("env_vars") or {})
-    except (ValueError, AttributeError):
-        return set()
+def in_ray_job() -> bool:
+    """True in the driver of a submitted Ray job (`ray job submit`)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
 
 
 def init_args(ray_cfg) -> dict:
-    """Keyword arguments of `ray.init` for the `ray` section."""
+    """Keyword arguments of `ray.init` for the `ray` section.
+
+    A submitted job's driver passes no runtime environment: the job's own (its working_dir,
+    its env_vars, where the submitter puts HF_TOKEN and object-store credentials) reaches
+    every worker, and a runtime environment given here would replace it, after which Ray
+    deletes the job's unpacked working_dir under the running driver.
+    """
     address = ray_cfg.address or "local"
     args = {
         "address": address,
         "include_dashboard": False,
         "logging_level": logging.WARNING,
         "log_to_driver": True,
-        "runtime_env": {"env_vars": forwarded_env()},
     }
+    env = forwarded_env()
+    if env and not in_ray_job():
+        args["runtime_env"] = {"env_vars": env}
     if address == "local" and ray_cfg.num_cpus is not None:
         args["num_cpus"] = ray_cfg.num_cpus
     return args

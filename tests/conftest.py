@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -446,17 +447,21 @@ def ray_cluster(procs, tmp_path_factory):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "300",
            "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300"}
     logs = tmp_path_factory.mktemp("ray-cluster")
+    # Each node its own temp dir, as on separate machines: nodes sharing one session folder share
+    # its runtime_resources/, where one node's agent deletes a job's working_dir the other runs in.
+    # Short paths: Ray's socket paths must fit in 107 characters.
+    temp_dirs = [tempfile.mkdtemp(prefix=f"sr{n}-", dir="/tmp") for n in "hw"]
     head_log, worker_log = open(logs / "head.log", "w"), open(logs / "worker.log", "w")  # noqa: SIM115
     head = subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--include-dashboard", "true",
                              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
                              "--ray-client-server-port", str(procs.free_port()),
-                             "--resources", '{"head_node": 1}', *own_ports(), *common],
+                             "--resources", '{"head_node": 1}', "--temp-dir", temp_dirs[0], *own_ports(), *common],
                             stdout=head_log, stderr=subprocess.STDOUT, env=env)
     worker = None
     try:
         procs.wait_for_port(dash, head, timeout=120)
         worker = subprocess.Popen([ray_bin, "start", "--address", f"127.0.0.1:{port}", "--resources",
-                                   '{"worker_node": 1}', *own_ports(), *common],
+                                   '{"worker_node": 1}', "--temp-dir", temp_dirs[1], *own_ports(), *common],
                                   stdout=worker_log, stderr=subprocess.STDOUT, env=env)
         _wait_for_nodes(f"http://127.0.0.1:{dash}", 2, worker)
         yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "logs": logs}
@@ -466,6 +471,8 @@ def ray_cluster(procs, tmp_path_factory):
                 procs.stop(p, timeout=60)
         head_log.close()
         worker_log.close()
+        for d in temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _wait_for_nodes(dashboard: str, n: int, proc, timeout: float = 120.0) -> None:
