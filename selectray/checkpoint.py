@@ -99,7 +99,9 @@ class Checkpoint:
     def write_part(self, table: pa.Table, name: str, **info: Any) -> Part:
         """Write one part whole, then record it. `name` must be unique within the folder."""
         file = f"{name}.parquet"
-        (self.folder / file).write_parquet(table)
+        # Parts are mostly float vectors and unique ids: trying dictionary encoding on them costs
+        # ~10x the write itself (docs/methods.md, "Speed") and makes the files larger.
+        (self.folder / file).write_parquet(table, use_dictionary=False)
         part = Part(file, table.num_rows, info)
         (self.folder / RECORDS / f"{name}.json").write_json({"key": self.key, "file": file, "rows": part.rows, "info": info})
         return part

