@@ -10,6 +10,15 @@ computed once for its K prompts. All on the same rows and model (SmolLM2-135M, C
 Checks that the scorer's probabilities equal the naive ones (paper layout, 1e-4), prints
 rows/s, tokens/s, the speed-up ratios, the Spearman correlation of the row scores of the
 two layouts, and the FLOP-bound ceiling of the model on this machine.
+
+    .venv/bin/python benchmarks/bench_selectit.py --case tiny [--rows 400] [--repeats 3]
+
+The score stage's own cost (tokenization, fitting, batching) next to the model's: a tiny
+random Llama built here (2 layers, hidden size 64, SmolLM2's tokenizer, as the tests'
+``tiny_llama_dir``), scored by today's SelectITScorer and by the scorer as it was at
+``BASELINE_COMMIT`` (two tokenizer calls per prompt, loaded from git), in interleaved
+rounds. Prints (row, prompt) pairs/s, the share of the scorer's time outside the model's
+forward passes, and the largest probability difference between the two.
 """
 
 from __future__ import annotations
@@ -17,7 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
+import types
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -137,6 +151,113 @@ def timed_rounds(fns: dict, repeats: int) -> tuple[dict, dict]:
     return best, results
 
 
+# ----- the score stage's own cost, on a tiny model ------------------------------------------------
+
+# The scorer before batched tokenization (one encode per prompt to fit it, one more to run it).
+BASELINE_COMMIT = "59212a3565fb7fd682464ca4c9fa2de7bb40019f"
+BASE_FILES = ("selectray/backends/base.py", "selectray/backends/transformers.py", "selectray/stages/scorer.py")
+
+
+def baseline_scorer(lm, **options):
+    """A SelectITScorer of ``BASELINE_COMMIT`` on its own backend of that commit (``git show``)."""
+    root, mods = Path(__file__).resolve().parents[1], {}
+    for path in BASE_FILES:
+        src = subprocess.run(["git", "show", f"{BASELINE_COMMIT}:{path}"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout
+        name = "baseline_" + Path(path).stem
+        mod = sys.modules[name] = types.ModuleType(name)
+        exec(compile(src.replace("selectray.backends.base import", "baseline_base import"), path, "exec"), mod.__dict__)
+        mods[Path(path).stem] = mod
+    scorer = mods["scorer"].SelectITScorer(lm, **options)
+    scorer.backend = mods["transformers"].TransformersBackend(lm, batch_size=options.get("batch_size", 8),
+                                                            max_length=options.get("max_length"))
+    return scorer
+
+
+def tiny_model(dirname: str):
+    """A 2-layer random Llama (hidden size 64) on SmolLM2's tokenizer, as the tests' tiny_llama_dir."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from selectray.models import load_tokenizer, prepare_model_dir
+    from selectray.prompts import find_rating_tokens
+
+    tok = load_tokenizer(prepare_model_dir("smollm2-135m")[2])
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # rating probabilities that vary between prompts (see tests/conftest.py _sharpen)
+        model.get_output_embeddings().weight[list(find_rating_tokens(tok).ids)] *= 60
+    model.save_pretrained(dirname)
+    tok.save_pretrained(dirname)
+    return load_model(dirname, device="cpu")
+
+
+class ForwardClock:
+    """Seconds spent in the model's forward passes (the instance's ``forward`` wrapped)."""
+
+    def __init__(self, model):
+        self.seconds, inner = 0.0, model.forward
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        model.forward = timed
+
+
+def score_in_batches(scorer, rows, batch_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (n*K, 5) and truncated flags, the rows sent in Ray Data-sized batches."""
+    outs = [scorer({"id": np.arange(i, min(i + batch_rows, len(rows))),
+                    "instruction": np.array([r[0] for r in rows[i:i + batch_rows]], dtype=object),
+                    "output": np.array([r[2] for r in rows[i:i + batch_rows]], dtype=object)})
+            for i in range(0, len(rows), batch_rows)]
+    return (np.concatenate([np.stack([o[f"p{j}"] for j in range(1, 6)], 1) for o in outs]),
+            np.concatenate([o["truncated"] for o in outs]))
+
+
+def tiny_case(args) -> None:
+    rows = make_rows(args.rows)
+    k = len(RATING_PROMPTS)
+    with tempfile.TemporaryDirectory() as tmp:
+        lm = tiny_model(tmp)
+        clock = ForwardClock(lm.model)
+        cases = [("paper", None), ("sample-first", None), ("paper", args.truncate_at)]
+        print(f"tiny Llama ({lm.params / 1e6:.1f}M params), {len(rows)} rows of "
+              f"{np.mean([len(r[0]) + len(r[2]) for r in rows]):.0f} chars, K={k}, batches of {args.batch_rows} rows, "
+              f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"\n{'layout':<26}{'pairs/s old':>12}{'new':>8}{'x old':>7}{'fwd ms/pair old':>17}{'new':>6}"
+              f"{'outside fwd old':>17}{'new':>6}{'max |dp|':>10}")
+        for layout, max_length in cases:
+            opts = {"layout": layout, "batch_size": args.batch_size, "max_length": max_length}
+            scorers = {"old": baseline_scorer(lm, **opts), "new": SelectITScorer(lm, **opts)}
+            best = {name: (float("inf"), 0.0) for name in scorers}
+            results = {}
+            for _ in range(args.repeats):  # interleaved rounds: a noisy neighbour slows both alike
+                for name, scorer in scorers.items():
+                    clock.seconds, start = 0.0, time.perf_counter()
+                    results[name] = score_in_batches(scorer, rows, args.batch_rows)
+                    total = time.perf_counter() - start
+                    best[name] = min(best[name], (total, clock.seconds))
+            (t_old, f_old), (t_new, f_new) = best["old"], best["new"]
+            (p_old, cut_old), (p_new, cut_new) = results["old"], results["new"]
+            same = ~(cut_old | cut_new)  # truncated pairs follow the new cut rule (token ends), not compared
+            diff = np.abs(p_new[same] - p_old[same]).max() if same.any() else float("nan")
+            name = layout + (f", max_length {max_length}" if max_length else "")
+            n = len(rows) * k
+            print(f"{name:<26}{n / t_old:>12.0f}{n / t_new:>8.0f}{t_old / t_new:>7.2f}{1e3 * f_old / n:>17.2f}"
+                  f"{1e3 * f_new / n:>6.2f}{100 * (1 - f_old / t_old):>16.0f}%{100 * (1 - f_new / t_new):>5.0f}%"
+                  f"{diff:>10.1e}")
+            if max_length:
+                print(f"  ({cut_new.mean():.0%} of the pairs truncated; probabilities compared on the others)")
+            if not max_length:  # float32 rounding of other batch shapes, far below the tests' 1e-4
+                assert diff <= 1e-5, f"the scorer's probabilities changed by {diff}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=50)
@@ -144,8 +265,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--model", default="smollm2-135m", help="model spec (e.g. gemma3-270m)")
+    ap.add_argument("--case", choices=("model", "tiny"), default="model",
+                    help="model: naive loop vs scorer on --model; tiny: the scorer vs its baseline on a tiny model")
+    ap.add_argument("--batch-rows", type=int, default=64, help="rows per scorer call (tiny case)")
+    ap.add_argument("--truncate-at", type=int, default=128, help="context of the truncating run (tiny case)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.case == "tiny":
+        return tiny_case(args)
     rows = make_rows(args.rows)
     k = len(RATING_PROMPTS)
     print(f"{len(rows)} rows, {np.mean([len(r[0]) + len(r[2]) for r in rows]):.0f} chars on average, K={k}, "

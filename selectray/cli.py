@@ -11,7 +11,7 @@ import sys
 
 from selectray.errors import SelectrayError
 
-COMMANDS = ("run", "rescore", "serve", "eval", "export", "report", "plan", "generate")
+COMMANDS = ("plan", "run", "report", "eval", "export", "rescore", "serve", "generate")
 
 
 class _Parser(argparse.ArgumentParser):

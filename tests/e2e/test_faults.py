@@ -59,12 +59,12 @@ def _config(tmp_path: Path, **cfg) -> Path:
 
 def test_a_driver_killed_mid_embed_resumes_with_the_missing_rows(tmp_path, root):
     base = {"input": str(root / "examples" / "pool.jsonl"), "method": "kcenter", "proportion": 0.1,
-            # One row per batch and part: the embed stage lasts long enough to be cut short.
-            "embed": {"model": "hash", "batch_size": 1, "concurrency": [1, 1]}}
+            # Four rows per batch and part: ~140 parts, so the embed stage lasts long enough to be cut short.
+            "embed": {"model": "hash", "batch_size": 4, "concurrency": [1, 1]}}
     killed = _config(tmp_path, output=str(tmp_path / "killed"), **base)
     emb = tmp_path / "killed" / "embeddings"
     proc = _driver(killed, root)
-    assert _kill_driver_when(proc, lambda: _records(emb) >= 60), "the run ended before it could be interrupted"
+    assert _kill_driver_when(proc, lambda: _records(emb) >= 20), "the run ended before it could be interrupted"
     done_before = _records(emb)
     assert not (tmp_path / "killed" / "selected.parquet").exists()
 
@@ -117,13 +117,13 @@ def test_a_driver_killed_mid_score_reuses_every_recorded_part(tmp_path, root, cl
 
 def test_a_ray_data_worker_killed_mid_embed_is_retried(ray_local, tmp_path, make_cfg):
     emb = tmp_path / "out" / "embeddings"
-    cfg = make_cfg(tmp_path, method="kcenter", embed={"batch_size": 1, "concurrency": [1, 1]})
+    cfg = make_cfg(tmp_path, method="kcenter", embed={"batch_size": 4, "concurrency": [1, 1]})
     killed: list[int] = []
 
     def kill_an_embedder():
         end = time.time() + 600
         while time.time() < end and not killed:
-            if _records(emb) >= 40:
+            if _records(emb) >= 20:
                 for p in psutil.process_iter(["pid", "cmdline"]):
                     cmd = " ".join(p.info["cmdline"] or [])
                     # A worker of this session's Ray (a descendant of this process): the embed actor.
