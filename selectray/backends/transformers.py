@@ -240,12 +240,17 @@ class TransformersBackend(RaterBackend):
             for r, i in enumerate(batch):  # left padding: generation appends on the right
                 ids[r, width - len(seqs[i]) :] = torch.tensor(seqs[i])
                 mask[r, width - len(seqs[i]) :] = 1
-            gen = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=cfg,
-                tokenizer=self.tokenizer if stop else None,
-            )
+            args = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "generation_config": cfg,
+                    "tokenizer": self.tokenizer if stop else None}
+            try:
+                gen = self.model.generate(**args)
+            except ValueError as e:
+                if not cfg.stop_strings or "stop string" not in str(e).lower():
+                    raise
+                # transformers cannot map some stop strings (control characters, say) to tokens:
+                # generate without stopping early; _finish still cuts the text at the stop string.
+                cfg.stop_strings, args["tokenizer"] = None, None
+                gen = self.model.generate(**args)
             steps = torch.stack(gen.logits, 1).float().log_softmax(-1) if logprobs is not None else None
             for r, i in enumerate(batch):
                 new = gen.sequences[r, width:].tolist()

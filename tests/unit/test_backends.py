@@ -284,3 +284,15 @@ def test_smollm2_chat_completion(smol):
     assert c.prompt_tokens == len(smol.encode(prompt)) and 1 <= c.completion_tokens <= 8
     assert len(c.token_logprobs) == c.completion_tokens and all(lp <= 0 for lp in c.token_logprobs)
     assert "Paris" in c.text
+
+
+def test_a_stop_string_transformers_cannot_tokenize_still_cuts_the_text(tiny):
+    # transformers' stop-string criteria refuse characters no token spells ("\x16"); the backend
+    # then generates to max_tokens and cuts at the stop string itself (the rater app must not 500).
+    (plain,) = tiny.complete(["0"], max_tokens=6)
+    (odd,) = tiny.complete(["0"], max_tokens=6, stop=["\x16"])
+    assert odd.text == plain.text and odd.completion_tokens == plain.completion_tokens
+    cut = plain.text[1:2]
+    if cut:  # a stop string that does occur ends the text before it
+        (stopped,) = tiny.complete(["0"], max_tokens=6, stop=["\x16", cut])
+        assert stopped.text == plain.text[: plain.text.index(cut)]
