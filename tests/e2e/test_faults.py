@@ -57,6 +57,18 @@ def _config(tmp_path: Path, **cfg) -> Path:
     return path
 
 
+def _run_to_the_end(config: Path, cwd: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "selectray", "run", "--config", str(config), "--quiet"], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _resumed_and_undisturbed(tmp_path: Path, root: Path, base: dict):
+    """(the selection of the run that was killed and resumed, that of an undisturbed run of the same config)."""
+    _run_to_the_end(_config(tmp_path, output=str(tmp_path / "whole"), **base), root)
+    return (pq.read_table(tmp_path / "killed" / "selected.parquet"), pq.read_table(tmp_path / "whole" / "selected.parquet"))
+
+
 def test_a_driver_killed_mid_embed_resumes_with_the_missing_rows(tmp_path, root):
     base = {"input": str(root / "examples" / "pool.jsonl"), "method": "kcenter", "proportion": 0.1,
             # Four rows per batch and part: ~140 parts, so the embed stage lasts long enough to be cut short.
@@ -68,19 +80,13 @@ def test_a_driver_killed_mid_embed_resumes_with_the_missing_rows(tmp_path, root)
     done_before = _records(emb)
     assert not (tmp_path / "killed" / "selected.parquet").exists()
 
-    again = subprocess.run([sys.executable, "-m", "selectray", "run", "--config", str(killed), "--quiet"], cwd=root,
-                           capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-2000:]
+    _run_to_the_end(killed, root)
     report = json.loads((tmp_path / "killed" / "report.json").read_text())
     usable = report["input_rows"] - report["rejected"]
     embed = report["stages"]["embed"]
     assert embed["reused_rows"] >= done_before and embed["computed_rows"] == usable - embed["reused_rows"] < usable
 
-    whole = _config(tmp_path, output=str(tmp_path / "whole"), **base)
-    subprocess.run([sys.executable, "-m", "selectray", "run", "--config", str(whole), "--quiet"], cwd=root, check=True,
-                   capture_output=True, timeout=900)
-    resumed = pq.read_table(tmp_path / "killed" / "selected.parquet")
-    undisturbed = pq.read_table(tmp_path / "whole" / "selected.parquet")
+    resumed, undisturbed = _resumed_and_undisturbed(tmp_path, root, base)
     assert resumed["id"].to_pylist() == undisturbed["id"].to_pylist()
     assert resumed["rank"].to_pylist() == undisturbed["rank"].to_pylist()
 
@@ -100,18 +106,12 @@ def test_a_driver_killed_mid_score_reuses_every_recorded_part(tmp_path, root, cl
     assert _kill_driver_when(proc, some_parts), "the run ended before it could be interrupted"
     recorded = sum(_records(d) for d in scores.iterdir())
 
-    again = subprocess.run([sys.executable, "-m", "selectray", "run", "--config", str(killed), "--quiet"], cwd=root,
-                           capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-2000:]
+    _run_to_the_end(killed, root)
     stats = json.loads((tmp_path / "killed" / "report.json").read_text())["selectit"]["models"][tiny_llama_dir]
     assert stats["cached_parts_reused"] >= recorded
     assert 0 < stats["pairs_scored_this_run"] < len(rows) * 5  # the recorded parts were not scored again
 
-    whole = _config(tmp_path, output=str(tmp_path / "whole"), **base)
-    subprocess.run([sys.executable, "-m", "selectray", "run", "--config", str(whole), "--quiet"], cwd=root, check=True,
-                   capture_output=True, timeout=900)
-    resumed = pq.read_table(tmp_path / "killed" / "selected.parquet")
-    undisturbed = pq.read_table(tmp_path / "whole" / "selected.parquet")
+    resumed, undisturbed = _resumed_and_undisturbed(tmp_path, root, base)
     assert resumed["id"].to_pylist() == undisturbed["id"].to_pylist()
     assert resumed["score_model"].to_pylist() == pytest.approx(undisturbed["score_model"].to_pylist(), abs=1e-9)
 
