@@ -39,7 +39,7 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
     timer = StageTimer(quiet=quiet)
 
     with timer.stage("read") as st:
-        ctx.pool = read_pool(files, cfg.columns, cfg.read, need_output=method.needs_responses)
+        ctx.pool = read_pool(files, cfg.columns, cfg.read, need_output=method.needs_responses, progress=ctx.progress)
         rejected = ctx.pool.num_input - ctx.pool.num_usable
         st.update(rows=ctx.pool.num_input, summary=f"{ctx.pool.num_input} rows, {rejected} rejected,")
     ctx.budget = check_budget(cfg, ctx.pool, ctx.seeds)

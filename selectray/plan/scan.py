@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from selectray.columns import HASH, ID, REJECT
 from selectray.errors import InputError
@@ -43,53 +42,39 @@ class Scan:
         return pool_fingerprint(self.ids, self.hashes)
 
 
-def _tables(path: str, kind: str, cols) -> list[pa.Table]:
-    """An input file as validated-ready tables, batch by batch (the columns the read stage validates)."""
-    from selectray.stages.validate import parse_jsonl
-
-    loc = Location(path)
-    if kind == "jsonl":
-        yield parse_jsonl(loc.read_bytes(), cols.text)
-        return
-    pf = pq.ParquetFile(loc.path, filesystem=loc.fs)
-    wanted = [c for c in (*cols.text, cols.id) if c and c in pf.schema_arrow.names]
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
-        yield pa.Table.from_batches([batch])
-
-
 def scan_input(cfg, need_output: bool, sample_rows: int = SAMPLE_ROWS) -> Scan:
     """Validate every input row as the read stage does (same order: Parquet files, then JSONL)."""
-    from selectray.stages.read import duplicate_rows, resolve_columns, resolve_inputs
+    from selectray.stages.read import duplicate_rows
+    from selectray.stages.read_files import plan_parts, read_part, resolve_columns, resolve_inputs
     from selectray.stages.selection import seeded_keys
     from selectray.stages.validate import validate_table
 
     start = time.perf_counter()
     files = resolve_inputs(cfg.input, cfg.read.format)
     cols = resolve_columns(cfg.columns, files)
-    files = [f for f in files if f[1] == "parquet"] + [f for f in files if f[1] == "jsonl"]
     ids, hashes, reasons = [], [], []
     keys = np.empty(0, np.uint64)
     sample: list[tuple[str, str, str]] = []
-    for path, kind in files:
-        for table in _tables(path, kind, cols):
-            try:
-                t = validate_table(table, cols, max_chars=cfg.read.max_chars, need_output=need_output)
-            except TypeError as e:
-                raise InputError(f"{path}: {e}") from None
-            ids.append(t[ID].combine_chunks().cast(pa.large_string()))
-            hashes.append(t[HASH].combine_chunks().cast(pa.large_string()))
-            reasons.append(t[REJECT].combine_chunks().cast(pa.string()))
-            ok = np.flatnonzero(pc.is_null(reasons[-1]).to_numpy(zero_copy_only=False))
-            k = seeded_keys(ids[-1].take(pa.array(ok, pa.int64())), cfg.seed)
-            if len(keys) >= sample_rows:  # only rows that can still enter the sample need their text
-                ok, k = ok[k < keys.max()], k[k < keys.max()]
-            sub = t.take(pa.array(ok, pa.int64()))
-            texts = [sub[c].to_pylist() if c and c in sub.column_names else [None] * sub.num_rows
-                     for c in (cols.instruction, cols.input, cols.output)]
-            keys = np.concatenate([keys, k])
-            sample += [tuple(v or "" for v in row) for row in zip(*texts)]
-            keep = np.argsort(keys, kind="stable")[:sample_rows]
-            keys, sample = keys[keep], [sample[j] for j in keep]
+    for part in plan_parts(files):
+        try:
+            t = validate_table(read_part(part, cols, only_text=True), cols, max_chars=cfg.read.max_chars,
+                               need_output=need_output)
+        except TypeError as e:
+            raise InputError(f"{part.path}: {e}") from None
+        ids.append(t[ID].combine_chunks().cast(pa.large_string()))
+        hashes.append(t[HASH].combine_chunks().cast(pa.large_string()))
+        reasons.append(t[REJECT].combine_chunks().cast(pa.string()))
+        ok = np.flatnonzero(pc.is_null(reasons[-1]).to_numpy(zero_copy_only=False))
+        k = seeded_keys(ids[-1].take(pa.array(ok, pa.int64())), cfg.seed)
+        if len(keys) >= sample_rows:  # only rows that can still enter the sample need their text
+            ok, k = ok[k < keys.max()], k[k < keys.max()]
+        sub = t.take(pa.array(ok, pa.int64()))
+        texts = [sub[c].to_pylist() if c and c in sub.column_names else [None] * sub.num_rows
+                 for c in (cols.instruction, cols.input, cols.output)]
+        keys = np.concatenate([keys, k])
+        sample += [tuple(v or "" for v in row) for row in zip(*texts)]
+        keep = np.argsort(keys, kind="stable")[:sample_rows]
+        keys, sample = keys[keep], [sample[j] for j in keep]
     ids = pa.concat_arrays(ids) if ids else pa.array([], pa.large_string())
     hashes = pa.concat_arrays(hashes) if hashes else pa.array([], pa.large_string())
     reasons = pa.concat_arrays(reasons) if reasons else pa.array([], pa.string())

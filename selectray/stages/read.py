@@ -1,4 +1,4 @@
-"""Read stage: input files -> validated rows with ids and positions, on Ray Data.
+"""Read stage: input files -> validated rows with ids and positions, one Ray task per part.
 
 `read_pool` returns the usable rows as Arrow blocks in the object store, in input
 order, each with a dense `pos` (0..N-1, the row identity for every later stage) and
@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 import ray.data
-from ray.data.datasource import FileBasedDatasource
 
 from selectray.columns import HASH, ID, POS, REJECT, ROW
 from selectray.errors import InputError
 from selectray.settings import ColumnsConfig, ReadConfig
-from selectray.stages.validate import TextColumns, parse_jsonl, validate_table
+from selectray.stages.read_files import Part, plan_parts, read_part, resolve_columns, resolve_inputs
+from selectray.stages.validate import TextColumns, validate_table
 
-_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+__all__ = ["Pool", "duplicate_rows", "pool_fingerprint", "read_pool", "resolve_columns", "resolve_inputs"]
 
 
 @dataclass
@@ -70,81 +68,14 @@ def _rows_at(table: pa.Table, columns: list[str] | None, positions: np.ndarray) 
     return (table if columns is None else table.select(columns)).filter(pa.array(hit))
 
 
-def resolve_inputs(paths: list[str], fmt: str) -> list[tuple[str, str]]:
-    """Expand folders and check every file up front, so a bad path fails before Ray starts work."""
-    files: list[tuple[str, str]] = []
-    for raw in paths:
-        if "://" in raw:  # object storage: let Ray's filesystem layer resolve it
-            files.append((raw, fmt if fmt != "auto" else _SUFFIXES.get(Path(raw).suffix, "parquet")))
-            continue
-        p = Path(raw)
-        if not p.exists():
-            raise InputError(f"input not found: {p}")
-        found = sorted(q for q in p.rglob("*") if q.suffix in _SUFFIXES and q.is_file()) if p.is_dir() else [p]
-        if not found:
-            raise InputError(f"input folder {p} holds no .parquet or .jsonl files")
-        for f in found:
-            kind = fmt if fmt != "auto" else _SUFFIXES.get(f.suffix)
-            if kind is None:
-                raise InputError(f"cannot tell the format of {f}; name it .parquet or .jsonl, or set read.format")
-            try:
-                if kind == "parquet":
-                    pq.read_metadata(f)
-                else:
-                    with open(f, "rb") as fh:
-                        fh.read(1)
-            except (OSError, pa.ArrowException) as e:
-                raise InputError(f"cannot read {f}: {str(e).splitlines()[0]}") from None
-            files.append((str(f), kind))
-    return files
-
-
-def resolve_columns(c: ColumnsConfig, files: list[tuple[str, str]]) -> TextColumns:
-    """Decide the id column (`auto`) and check the mapped columns exist in Parquet inputs."""
-    names: set[str] | None = None
-    for path, kind in files:
-        if kind == "parquet" and "://" not in path:
-            schema_names = set(pq.read_schema(path).names)
-            missing = [x for x in (c.instruction,) if x not in schema_names]
-            if missing:
-                raise InputError(
-                    f"{path} has no column '{missing[0]}' (columns: {', '.join(sorted(schema_names))}); set columns.instruction"
-                )
-            if c.id not in (None, "auto") and c.id not in schema_names:
-                raise InputError(f"{path} has no id column '{c.id}'; set columns.id to one of: {', '.join(sorted(schema_names))}")
-            names = schema_names if names is None else names | schema_names
-    id_col = c.id
-    if id_col == "auto":
-        id_col = ID if (names is None or ID in names) else None
-    return TextColumns(c.instruction, c.input, c.output, id_col)
-
-
-class JsonlDatasource(FileBasedDatasource):
-    """JSON Lines reader that turns bad lines into rejected rows instead of failing the file."""
-
-    def __init__(self, paths: list[str], text_columns: list[str], **kwargs):
-        super().__init__(paths, **kwargs)
-        self._text_columns = text_columns
-
-    def _read_stream(self, f, path: str):
-        yield parse_jsonl(f.readall(), self._text_columns)
-
-
-def read_dataset(files: list[tuple[str, str]], cols: TextColumns) -> ray.data.Dataset:
-    """Lazily read every input file (Parquet and JSONL may be mixed) into one dataset."""
-    parquet = [p for p, k in files if k == "parquet"]
-    jsonl = [p for p, k in files if k == "jsonl"]
-    parts = []
-    if parquet:
-        parts.append(ray.data.read_parquet(parquet))
-    if jsonl:
-        parts.append(ray.data.read_datasource(JsonlDatasource(jsonl, cols.text)))
-    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
-
-
-@ray.remote
-def _keys(table: pa.Table) -> pa.Table:
-    return table.select([ID, HASH, REJECT])
+@ray.remote(num_returns=2)
+def _read(part: Part, cols: TextColumns, max_chars: int, need_output: bool):
+    """One part of the input, validated; and its keys (id, content hash, reject reason) for the driver."""
+    try:
+        table = validate_table(read_part(part, cols), cols, max_chars=max_chars, need_output=need_output)
+    except TypeError as e:
+        raise InputError(f"{part.path}: {e}") from None
+    return table, table.select([ID, HASH, REJECT])
 
 
 @ray.remote(num_returns=2)
@@ -164,20 +95,20 @@ def _split(table: pa.Table, row_start: int, pos_start: int, dups: np.ndarray):
     return usable.drop_columns([REJECT]), table.filter(pc.invert(ok))
 
 
-def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadConfig, *, need_output: bool) -> Pool:
+def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadConfig, *, need_output: bool,
+              progress: bool = False) -> Pool:
     """Read, validate, number and de-duplicate the input files (from `resolve_inputs`)."""
     cols = resolve_columns(columns, files)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # positions follow input order
-    ds = read_dataset(files, cols).map_batches(
-        _validate_batch,
-        batch_format="pyarrow",
-        batch_size=None,
-        fn_kwargs={"cols": cols, "max_chars": read.max_chars, "need_output": need_output},
-    )
+    # One Ray task per part, no Ray Data: the read is a single pass whose fixed cost (planning,
+    # listing, an executor) would be most of its time; see docs/methods.md "Speed".
+    parts = plan_parts(files)
+    blocks, key_refs = [], []
+    for part in parts:
+        b, k = _read.remote(part, cols, read.max_chars, need_output)
+        blocks.append(b)
+        key_refs.append(k)
     try:
-        blocks = ds.to_arrow_refs()
-        keys = ray.get([_keys.remote(b) for b in blocks])
+        keys = _gather(key_refs, progress)
     except Exception as e:  # noqa: BLE001 - surface the user-facing cause of a Ray task failure
         raise _input_error(e) from None
     sizes = [k.num_rows for k in keys]
@@ -189,12 +120,10 @@ def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadCo
 
     row_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     pos_starts = np.concatenate([[0], np.cumsum([ok[s:s + n].sum() for s, n in zip(row_starts, sizes)])[:-1]]).astype(np.int64)
-    usable, rejected = [], []
-    for b, start, pstart, n in zip(blocks, row_starts, pos_starts, sizes):
-        local_dups = dup_rows[(dup_rows >= start) & (dup_rows < start + n)] - start
-        u, r = _split.remote(b, int(start), int(pstart), local_dups)
-        usable.append(u)
-        rejected.append(r)
+    local_dups = [dup_rows[(dup_rows >= s) & (dup_rows < s + n)] - s for s, n in zip(row_starts, sizes)]
+    splits = [_split.remote(*a) for a in zip(blocks, row_starts.tolist(), pos_starts.tolist(), local_dups)]
+    del blocks  # each validated block is freed once its split has run: the text is held once
+    usable, rejected = [u for u, _ in splits], [r for _, r in splits]
     rejected_tables = [t for t in ray.get(rejected) if t.num_rows]
     rejected_table = pa.concat_tables(rejected_tables, promote_options="permissive") if rejected_tables else pa.table({})
     keep = pa.array(ok)
@@ -217,11 +146,17 @@ def pool_fingerprint(*columns: pa.Array) -> str:
     return digest.hexdigest()[:32]
 
 
-def _validate_batch(table: pa.Table, cols: TextColumns, max_chars: int, need_output: bool) -> pa.Table:
-    try:
-        return validate_table(table, cols, max_chars=max_chars, need_output=need_output)
-    except TypeError as e:
-        raise InputError(str(e)) from None
+def _gather(refs: list, progress: bool) -> list[pa.Table]:
+    """ray.get of the parts' keys, in order, with a bar of parts done."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(refs), desc="read: parts", unit="part", disable=not progress) as bar:
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # raises the task's error as soon as one fails
+            bar.update(len(done))
+    return ray.get(refs)
 
 
 def duplicate_rows(ids: pa.Array, ok: np.ndarray) -> np.ndarray:
