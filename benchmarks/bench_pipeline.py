@@ -97,8 +97,9 @@ def rss(pid: int) -> tuple[int, int]:
 class Sampler(threading.Thread):
     """Peaks of the machine's used memory (over a baseline) and of the run's processes, every 0.2 s."""
 
-    def __init__(self, pid: int, baseline: int, min_available: int):
+    def __init__(self, pid: int, baseline: int, min_available: int, lines: list[str]):
         super().__init__(daemon=True)
+        self.lines, self.peak_after = lines, "start-up"  # the run's output; the last stage done at the peak
         self.pid, self.baseline, self.stop = pid, baseline, threading.Event()
         self.min_available, self.low_memory = min_available, False
         self.peak = {"machine": 0, "driver": 0, "driver_anon": 0, "workers": 0, "workers_anon": 0, "shmem": 0}
@@ -117,6 +118,9 @@ class Sampler(threading.Thread):
             w = [rss(p) for p in procs]
             now = {"machine": m["MemTotal"] - m["MemAvailable"] - self.baseline, "driver": d, "driver_anon": d_anon,
                    "workers": sum(x[0] for x in w), "workers_anon": sum(x[1] for x in w), "shmem": m["Shmem"] - self.shmem0}
+            if now["machine"] > self.peak["machine"]:
+                done = [line[1:].split("]", 1)[0] for line in list(self.lines) if line.startswith("[")]
+                self.peak_after = done[-1] if done else "start-up"
             for k, v in now.items():
                 self.peak[k] = max(self.peak[k], v)
 
@@ -162,9 +166,9 @@ def run_one(name: str, files: list[str], rows: int, args, work: Path) -> dict | 
     load0 = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = Sampler(proc.pid, baseline, int(args.min_available * 1e9))
-    sampler.start()
     lines: list[str] = []
+    sampler = Sampler(proc.pid, baseline, int(args.min_available * 1e9), lines)
+    sampler.start()
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     while proc.poll() is None and time.perf_counter() - start < args.timeout and not sampler.low_memory:
@@ -196,7 +200,7 @@ def run_one(name: str, files: list[str], rows: int, args, work: Path) -> dict | 
         result = None
     else:
         result = json.loads(report_path.read_text())
-    show(name, rows, wall, sampler.peak, result, load0)
+    show(name, rows, wall, sampler.peak, result, load0, sampler.peak_after)
     if not args.keep:
         shutil.rmtree(out, ignore_errors=True)
     return result
@@ -222,7 +226,7 @@ def stop_leftovers(seen: dict[int, str]) -> None:
                 pass
 
 
-def show(name: str, rows: int, wall: float, peak: dict, report: dict | None, load0: float) -> None:
+def show(name: str, rows: int, wall: float, peak: dict, report: dict | None, load0: float, peak_after: str) -> None:
     gb = 1e9
     if report:
         for stage, info in report["stages"].items():
@@ -235,7 +239,7 @@ def show(name: str, rows: int, wall: float, peak: dict, report: dict | None, loa
         print(f"  {'other':<10} {other:8.1f} s  (outside the stages: start-up, building report.json/html, shutdown)")
     print(f"  wall {wall:.1f} s ({rows / wall:,.0f} input rows/s); load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"  peak memory, machine used - before: {peak['machine'] / gb:.2f} GB = {peak['machine'] / rows:,.0f} B/row "
-          f"(shared memory, mostly Ray's object store: {peak['shmem'] / gb:.2f} GB)")
+          f"(shared memory, mostly Ray's object store: {peak['shmem'] / gb:.2f} GB); reached after [{peak_after}]")
     print(f"  peak RSS driver {peak['driver'] / gb:.2f} GB = {peak['driver'] / rows:,.0f} B/row "
           f"(anonymous {peak['driver_anon'] / gb:.2f} GB); workers and Ray processes, summed: "
           f"{peak['workers'] / gb:.2f} GB = {peak['workers'] / rows:,.0f} B/row (anonymous {peak['workers_anon'] / gb:.2f} GB "

@@ -47,7 +47,7 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
 
     if method.needs_embeddings:
         with timer.stage("embed", usable_rows) as st:
-            ctx.embeddings = embed_stage(ctx.pool, cfg.embed, out, gpus=ctx.gpus)
+            ctx.embeddings = embed_stage(ctx.pool, cfg.embed, out, gpus=ctx.gpus, progress=ctx.progress)
             _embed_summary(st, ctx.embeddings)
 
     k = method.clusters(cfg, ctx.budget)
@@ -72,7 +72,8 @@ def run(cfg, *, quiet: bool = False, rescore: bool = False) -> dict:
         # The method needs no embeddings: embed only the rows the coverage figure reads.
         rows = coverage_rows(selection.positions, usable, cfg.report.coverage_sample, cfg.seed)
         with timer.stage("embed", len(rows.all())) as st:
-            ctx.embeddings = embed_stage(ctx.pool, cfg.embed, out, gpus=ctx.gpus, positions=rows.all())
+            ctx.embeddings = embed_stage(ctx.pool, cfg.embed, out, gpus=ctx.gpus, positions=rows.all(),
+                                         progress=ctx.progress)
             _embed_summary(st, ctx.embeddings, "for the coverage figure")
 
     with timer.stage("write") as st:

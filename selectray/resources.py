@@ -21,6 +21,7 @@ class Resources:
     num_gpus: float | None = None
     concurrency: tuple[int, int] = (1, 1)  # actor pool (min, max)
     batch_size: int | None = None
+    actors: bool = True  # False: nothing to load once per actor, so plain tasks (selectray.stages.blocks)
     gpus_when_present: float = 1  # GPUs per actor when `num_gpus` is unset and the cluster has GPUs
 
     def gpus(self, cluster_has_gpus: bool) -> float:
@@ -43,6 +44,11 @@ def map_batches_options(res: Resources, cluster_has_gpus: bool) -> dict[str, Any
     if res.batch_size is not None:
         opts["batch_size"] = res.batch_size
     return opts
+
+
+def task_options(res: Resources, cluster_has_gpus: bool) -> dict[str, Any]:
+    """`.options()` of one task of a stage that runs as plain tasks (no actor pool)."""
+    return actor_options(res, cluster_has_gpus)
 
 
 def actor_options(res: Resources, cluster_has_gpus: bool) -> dict[str, Any]:

@@ -51,10 +51,10 @@ class EmbedConfig(Section):
         "for dry runs and scale tests).",
     )
     batch_size: int | None = Field(
-        None, gt=0, description="Rows per Ray Data batch handed to one embedder call, each written as one checkpoint "
+        None, gt=0, description="Rows per batch handed to one embedder call, each written as one checkpoint "
         "part; null: 512 for a model, 8192 for 'hash' (cheap per row, so larger parts).")
     encode_batch_size: int = Field(64, gt=0, description="Rows per forward pass inside an embedder call (sorted by length).")
-    concurrency: tuple[int, int] = Field((1, 2), description="Actor pool size (min, max).")
+    concurrency: tuple[int, int] = Field((1, 2), description="Actor pool size (min, max) of a model embedder ('hash' runs one task per block).")
     num_gpus: float | None = Field(None, ge=0, description="GPUs per embedder actor (a fraction lets actors share one); null: 1 when the cluster has GPUs, else 0.")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage type of the vectors.")
     max_seq_length: int = Field(256, gt=0, description="Token limit of the embedder; longer text is truncated for embedding only.")
@@ -72,7 +72,11 @@ class EmbedConfig(Section):
         return self.batch_size or (8192 if self.model == "hash" else 512)
 
     def resources(self) -> Resources:
-        return Resources(num_gpus=self.num_gpus, concurrency=self.concurrency, batch_size=self.rows_per_batch)
+        # The hash embedder has no model to load and runs on the CPU: plain tasks on warm workers,
+        # one per pool block, no actor pool and no GPU.
+        hashed = self.model == "hash"
+        return Resources(num_gpus=self.num_gpus, concurrency=self.concurrency, batch_size=self.rows_per_batch,
+                         actors=not hashed, gpus_when_present=0 if hashed else 1)
 
 
 class KCenterConfig(Section):

@@ -242,17 +242,20 @@ def wait_for_port(port: int, proc, timeout: float = 60.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-def stop_process(proc, timeout: float = 30.0) -> None:
-    """End a child process this test session started, by its id (never by name)."""
+def stop_process(*procs, timeout: float = 30.0) -> None:
+    """End child processes this test session started, by their ids (never by name): all are told
+    to stop first, so their shut-downs overlap."""
     import subprocess
 
-    if proc.poll() is None:
-        proc.terminate()
+    live = [p for p in procs if p is not None and p.poll() is None]
+    for p in live:
+        p.terminate()
+    for p in live:
         try:
-            proc.wait(timeout)
+            p.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+            p.kill()
+            p.wait(timeout)
 
 
 @pytest.fixture(scope="session")
@@ -466,9 +469,7 @@ def ray_cluster(procs, tmp_path_factory):
         _wait_for_nodes(f"http://127.0.0.1:{dash}", 2, worker)
         yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "logs": logs}
     finally:
-        for p in (worker, head):
-            if p is not None:
-                procs.stop(p, timeout=60)
+        procs.stop(worker, head, timeout=60)
         head_log.close()
         worker_log.close()
         for d in temp_dirs:

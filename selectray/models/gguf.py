@@ -1,7 +1,7 @@
 """GGUF models through transformers: conversion, tokenizer fix-ups, and the on-disk cache of converted models.
 
 GGUF files are converted by transformers (``gguf_file=``, weights dequantized to float32),
-which is slow (SmolLM2 ~20 s, Gemma 3 ~80 s, mostly the tokenizer). The converted model is
+which is slow (SmolLM2 ~10 s, Gemma 3 ~35 s, mostly the tokenizer). The converted model is
 saved once under ``<cache root>/models/<fingerprint>/`` and later loads read that directory
 (sub-second to a few seconds). The cache root is the ``cache_dir`` argument, else
 ``$SELECTRAY_CACHE``, else ``~/.cache/selectray``. A cache entry is written to a temporary
@@ -64,6 +64,31 @@ def cached_model_dir(fingerprint: str, cache_dir=None) -> Path | None:
 
 
 
+@contextlib.contextmanager
+def _one_parse_per_file():
+    """Within the block, every `gguf.GGUFReader(path)` of one file is the same parsed reader.
+
+    transformers parses the GGUF file again for the config, the tokenizer and the weights, and
+    gguf's pure-Python reader takes ~15 s for Gemma 3's 262k-token vocabulary: five parses were
+    three quarters of a conversion (docs/methods.md, "Speed"). The readers are only read.
+    """
+    import gguf
+
+    original, readers = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        key = (os.path.realpath(str(path)), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _gguf_metadata(path: Path) -> dict:
     import gguf
 
@@ -117,10 +142,11 @@ def _convert_gguf(src: ModelSource, fingerprint: str, cache_dir) -> Path:
 
     gguf_file = gguf_path(src)
     kwargs = dict(gguf_file=gguf_file.name, local_files_only=True)
-    tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), **kwargs)
-    meta = _gguf_metadata(gguf_file)
-    _fix_gguf_tokenizer(tok, meta)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), **kwargs)
+    with _one_parse_per_file():
+        tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), **kwargs)
+        meta = _gguf_metadata(gguf_file)
+        _fix_gguf_tokenizer(tok, meta)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), **kwargs)
     # The weights are dequantized already; the GGUF quantizer object only blocks saving.
     model.hf_quantizer = None
     final = cache_root(cache_dir) / "models" / fingerprint

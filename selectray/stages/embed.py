@@ -1,4 +1,5 @@
-"""Embed stage: instruction (+ input) -> L2-normalised vector, on a Ray Data actor pool.
+"""Embed stage: instruction (+ input) -> L2-normalised vector, on a Ray Data actor pool (a model)
+or as one Ray task per pool block (the hash embedder, which has nothing to load).
 
 The stage writes the embeddings checkpoint (format: selectray.embeddings; scheme:
 selectray.checkpoint) part by part: each `Embedder` call writes its batch as one part
@@ -218,10 +219,12 @@ class Embeddings:
         return self.checkpoint.files()
 
 
-def embed_stage(pool, cfg, out: Location, *, gpus: bool, positions: np.ndarray | None = None) -> Embeddings:
+def embed_stage(pool, cfg, out: Location, *, gpus: bool, positions: np.ndarray | None = None,
+                progress: bool = False) -> Embeddings:
     """Embed the usable rows (or only `positions`) into `out/embeddings`, reusing what is there."""
 
-    from selectray.resources import map_batches_options
+    from selectray.resources import map_batches_options, task_options
+    from selectray.stages.blocks import map_blocks
 
     check_embedder(cfg.model)
     settings = {"model": cfg.model, "dtype": cfg.dtype, "max_seq_length": cfg.max_seq_length,
@@ -241,18 +244,19 @@ def embed_stage(pool, cfg, out: Location, *, gpus: bool, positions: np.ndarray |
         cols = pool.columns
         available = pool.column_names()
         keep = [c for c in (ID, POS, cols.instruction, cols.input) if c and c in available]
-        ds = pool.dataset(keep, missing if len(missing) < n else None)
-        ds = ds.map_batches(
-            Embedder,
-            fn_constructor_kwargs={
-                "model": cfg.model, "instruction_col": cols.instruction, "input_col": cols.input,
-                "encode_batch_size": cfg.encode_batch_size, "max_seq_length": cfg.max_seq_length,
-                "dtype": cfg.dtype, "hash_dim": cfg.hash_dim, "checkpoint": ck,
-            },
-            batch_format="pyarrow",
-            **map_batches_options(cfg.resources(), gpus),
-        )
-        written = sum(int(b["rows"].sum()) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
+        kwargs = {"model": cfg.model, "instruction_col": cols.instruction, "input_col": cols.input,
+                  "encode_batch_size": cfg.encode_batch_size, "max_seq_length": cfg.max_seq_length,
+                  "dtype": cfg.dtype, "hash_dim": cfg.hash_dim, "checkpoint": ck}
+        subset = missing if len(missing) < n else None
+        res = cfg.resources()
+        if res.actors:  # a model: loaded once per actor of a Ray Data pool
+            ds = pool.dataset(keep, subset).map_batches(Embedder, fn_constructor_kwargs=kwargs, batch_format="pyarrow",
+                                                        **map_batches_options(res, gpus))
+            written = sum(int(b["rows"].sum()) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
+        else:
+            outs = map_blocks(pool, Embedder, kwargs, keep, subset, res.batch_size, task_options(res, gpus),
+                              progress=progress, desc="embed: blocks")
+            written = sum(int(pc.sum(t["rows"]).as_py() or 0) for t in outs if t.num_rows)
         if written != len(missing):
             raise RuntimeError(f"the embed stage wrote {written} vectors for {len(missing)} rows")
     held = len(np.union1d(have, missing))

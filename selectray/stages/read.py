@@ -59,11 +59,12 @@ class Pool:
         if positions is None:
             ds = ray.data.from_arrow_refs(self.blocks)
             return ds if columns is None else ds.select_columns(columns)
-        take, wanted = ray.remote(_rows_at), ray.put(np.asarray(positions, dtype=np.int64))
+        take, wanted = ray.remote(rows_at), ray.put(np.asarray(positions, dtype=np.int64))
         return ray.data.from_arrow_refs([take.remote(b, columns, wanted) for b in self.blocks])
 
 
-def _rows_at(table: pa.Table, columns: list[str] | None, positions: np.ndarray) -> pa.Table:
+def rows_at(table: pa.Table, columns: list[str] | None, positions: np.ndarray) -> pa.Table:
+    """The rows of a pool block whose `pos` is in `positions` (sorted), only `columns` when given."""
     hit = np.isin(table[POS].to_numpy(), positions, assume_unique=True)
     return (table if columns is None else table.select(columns)).filter(pa.array(hit))
 

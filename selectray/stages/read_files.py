@@ -68,11 +68,13 @@ def resolve_inputs(paths: list[str], fmt: str) -> list[tuple[str, str]]:
 
 
 def _walk(folder: Location) -> list[Location]:
-    """Every input-looking file under a folder, sorted by path."""
+    """Every input-looking file under a folder, sorted by path; hidden and metadata files skipped."""
     import pyarrow.fs as pafs
 
     infos = folder.fs.get_file_info(pafs.FileSelector(folder.path, recursive=True))
-    paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and Path(i.path).suffix in SUFFIXES)
+    # Names starting with "_" or "." are metadata (a `_generate.json`, `_SUCCESS`), as in Spark and Ray Data.
+    paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and Path(i.path).suffix in SUFFIXES
+                   and not any(p.startswith(("_", ".")) for p in i.path[len(folder.path):].split("/") if p))
     return [folder / p[len(folder.path):].lstrip("/") for p in paths]
 
 

@@ -120,7 +120,8 @@ def validate_table(
         mark(_blank(out), "missing_output")
 
     if cols.id is not None:
-        raw_id = table[cols.id].combine_chunks()
+        # A block without the id column (a JSON Lines file whose lines lack it) rejects each row.
+        raw_id = table[cols.id].combine_chunks() if cols.id in table.column_names else pa.nulls(n, pa.string())
         ids = raw_id if pa.types.is_string(raw_id.type) else pc.cast(raw_id, pa.string())
         mark(_blank(ids), "missing_id")
     length = pc.add(

@@ -1,4 +1,4 @@
-"""Faults: a Ray Data worker killed mid-stage, the driver killed mid-stage; the run recovers to the
+"""Faults: a worker killed mid-stage, the driver killed mid-stage; the run recovers to the
 outputs an undisturbed run gives. Every process killed here is one this test started (the
 driver) or one of its descendants, recorded before the kill and ended by process id."""
 
@@ -57,19 +57,20 @@ def _config(tmp_path: Path, **cfg) -> Path:
     return path
 
 
-def _run_to_the_end(config: Path, cwd: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "selectray", "run", "--config", str(config), "--quiet"], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
+def _run_to_the_end(config: Path) -> dict:
+    """Run a config in this process, on the session's Ray (what must be a process is the killed driver)."""
+    from selectray.config import load_config
+
+    return run(load_config(config), quiet=True)
 
 
-def _resumed_and_undisturbed(tmp_path: Path, root: Path, base: dict):
+def _resumed_and_undisturbed(tmp_path: Path, base: dict):
     """(the selection of the run that was killed and resumed, that of an undisturbed run of the same config)."""
-    _run_to_the_end(_config(tmp_path, output=str(tmp_path / "whole"), **base), root)
+    _run_to_the_end(_config(tmp_path, output=str(tmp_path / "whole"), **base))
     return (pq.read_table(tmp_path / "killed" / "selected.parquet"), pq.read_table(tmp_path / "whole" / "selected.parquet"))
 
 
-def test_a_driver_killed_mid_embed_resumes_with_the_missing_rows(tmp_path, root):
+def test_a_driver_killed_mid_embed_resumes_with_the_missing_rows(ray_local, tmp_path, root):
     base = {"input": str(root / "examples" / "pool.jsonl"), "method": "kcenter", "proportion": 0.1,
             # Four rows per batch and part: ~140 parts, so the embed stage lasts long enough to be cut short.
             "embed": {"model": "hash", "batch_size": 4, "concurrency": [1, 1]}}
@@ -80,18 +81,18 @@ def test_a_driver_killed_mid_embed_resumes_with_the_missing_rows(tmp_path, root)
     done_before = _records(emb)
     assert not (tmp_path / "killed" / "selected.parquet").exists()
 
-    _run_to_the_end(killed, root)
-    report = json.loads((tmp_path / "killed" / "report.json").read_text())
+    report = _run_to_the_end(killed)
     usable = report["input_rows"] - report["rejected"]
     embed = report["stages"]["embed"]
     assert embed["reused_rows"] >= done_before and embed["computed_rows"] == usable - embed["reused_rows"] < usable
 
-    resumed, undisturbed = _resumed_and_undisturbed(tmp_path, root, base)
+    resumed, undisturbed = _resumed_and_undisturbed(tmp_path, base)
     assert resumed["id"].to_pylist() == undisturbed["id"].to_pylist()
     assert resumed["rank"].to_pylist() == undisturbed["rank"].to_pylist()
 
 
-def test_a_driver_killed_mid_score_reuses_every_recorded_part(tmp_path, root, clean_rows, write_jsonl, tiny_llama_dir):
+def test_a_driver_killed_mid_score_reuses_every_recorded_part(ray_local, tmp_path, root, clean_rows, write_jsonl,
+                                                              tiny_llama_dir):
     rows = clean_rows[:80]  # five parts of 16 rows: cut short after three, cheaper to score three times than 120
     pool = write_jsonl(tmp_path / "rows.jsonl", rows)
     base = {"input": str(pool), "method": "selectit", "budget": 10, "report": {"coverage": False},
@@ -106,19 +107,18 @@ def test_a_driver_killed_mid_score_reuses_every_recorded_part(tmp_path, root, cl
     assert _kill_driver_when(proc, some_parts), "the run ended before it could be interrupted"
     recorded = sum(_records(d) for d in scores.iterdir())
 
-    _run_to_the_end(killed, root)
-    stats = json.loads((tmp_path / "killed" / "report.json").read_text())["selectit"]["models"][tiny_llama_dir]
+    stats = _run_to_the_end(killed)["selectit"]["models"][tiny_llama_dir]
     assert stats["cached_parts_reused"] >= recorded
     assert 0 < stats["pairs_scored_this_run"] < len(rows) * 5  # the recorded parts were not scored again
 
-    resumed, undisturbed = _resumed_and_undisturbed(tmp_path, root, base)
+    resumed, undisturbed = _resumed_and_undisturbed(tmp_path, base)
     assert resumed["id"].to_pylist() == undisturbed["id"].to_pylist()
     assert resumed["score_model"].to_pylist() == pytest.approx(undisturbed["score_model"].to_pylist(), abs=1e-9)
 
 
-def test_a_ray_data_worker_killed_mid_embed_is_retried(ray_local, tmp_path, make_cfg):
+def test_an_embed_worker_killed_mid_stage_is_retried(ray_local, tmp_path, make_cfg):
     emb = tmp_path / "out" / "embeddings"
-    cfg = make_cfg(tmp_path, method="kcenter", embed={"batch_size": 4, "concurrency": [1, 1]})
+    cfg = make_cfg(tmp_path, method="kcenter", embed={"batch_size": 4})  # the hash embedder: one task per block
     killed: list[int] = []
 
     def kill_an_embedder():
@@ -127,8 +127,8 @@ def test_a_ray_data_worker_killed_mid_embed_is_retried(ray_local, tmp_path, make
             if _records(emb) >= 20:
                 for p in psutil.process_iter(["pid", "cmdline"]):
                     cmd = " ".join(p.info["cmdline"] or [])
-                    # A worker of this session's Ray (a descendant of this process): the embed actor.
-                    if "MapBatches(Embedder)" in cmd and _descends_from(p, os.getpid()):
+                    # A worker of this session's Ray (a descendant of this process) running an embed task.
+                    if "ray::Embedder-block" in cmd and _descends_from(p, os.getpid()):
                         p.send_signal(signal.SIGKILL)
                         killed.append(p.pid)
                         return
@@ -138,7 +138,7 @@ def test_a_ray_data_worker_killed_mid_embed_is_retried(ray_local, tmp_path, make
     watcher.start()
     report = run(cfg, quiet=True)
     watcher.join(10)
-    assert killed, "no embedder actor was found to kill"
+    assert killed, "no embed task was found to kill"
     usable = report["input_rows"] - report["rejected"]
     assert report["stages"]["embed"]["computed_rows"] == usable  # every row was embedded, once, by retries
     other = make_cfg(tmp_path, method="kcenter", output=str(tmp_path / "whole"))

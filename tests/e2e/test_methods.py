@@ -264,15 +264,25 @@ def test_selectllm_selects_exactly_the_candidates_the_rater_names(ray_local, tmp
     assert sum(report["selectllm"]["chosen_by"].values()) == 6
 
 
-@pytest.mark.slow
-def test_selectllm_kmeans_regions_returns_the_budget(ray_local, tmp_path, clean_rows, make_cfg, write_jsonl):
+def test_selectllm_kmeans_regions_picks_the_named_candidate_of_each_region(ray_local, tmp_path, clean_rows, make_cfg,
+                                                                          write_jsonl):
+    # The grouping is under test here, not the rater (SmolLM2 behind Ray Serve picks in the test
+    # above): a fixed rater on 127.0.0.1 names the first candidate of every region.
     path = write_jsonl(tmp_path / "rows.jsonl", clean_rows[:40])
-    report = run(make_cfg(tmp_path, input=str(path), method="selectllm", budget=4,
-                     selectllm={"grouping": "kmeans-regions", "candidates": 4}, serve={"num_cpus": 0.5, "max_replicas": 1},
-                     report={"coverage": False}), quiet=True)
+    url, prompts, stop = _fixed_rater("1")
+    try:
+        report = run(make_cfg(tmp_path, input=str(path), method="selectllm", budget=4, report={"coverage": False},
+                              selectllm={"url": url, "model": {"name": "fixed-rater"}, "grouping": "kmeans-regions",
+                                         "candidates": 4}), quiet=True)
+    finally:
+        stop()
     sel = _selected(tmp_path / "out")
     assert sel.num_rows == 4 and len(set(sel["id"].to_pylist())) == 4
-    assert report["selectllm"]["requests"] == 4
+    assert report["selectllm"]["requests"] == 4 == len(prompts)
+    assert len(set(sel["cluster_id"].to_pylist())) == 4  # one row from each of the four regions
+    firsts = {" ".join(_candidates(p)[0].split())[:80] for p in prompts}
+    assert {" ".join(r.split())[:80] for r in sel["instruction"].to_pylist()} == firsts
+    assert sel["picked_by"].to_pylist() == ["rater"] * 4
 
 
 @pytest.mark.slow

@@ -71,6 +71,9 @@ def test_inputs_are_parquet_first_then_jsonl_each_sorted_and_folders_walked(tmp_
     for name in ("z.parquet", "sub/y.parquet"):
         pq.write_table(pa.table({"instruction": ["x"]}), tmp_path / name)
     (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "_generate.json").write_text("{}")  # metadata, as `selectray generate` writes
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "old.parquet").write_bytes(b"")
     files = resolve_inputs([str(tmp_path)], "auto")
     assert [(p[len(str(tmp_path)) + 1:], k) for p, k in files] == [
         ("sub/y.parquet", "parquet"), ("z.parquet", "parquet"), ("b.jsonl", "jsonl"), ("sub/a.jsonl", "jsonl")]

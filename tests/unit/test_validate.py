@@ -54,6 +54,10 @@ def test_user_ids_kept_and_blank_ids_rejected():
     assert v["id"].to_pylist() == ["7", None, "9"]
     assert v[REJECT].to_pylist() == [None, "missing_id", None]
     assert v["uid"].to_pylist() == [7, None, 9]  # the original column is untouched
+    # A block that lacks the id column altogether (JSON Lines without the key) rejects each row.
+    v = validate_table(t.drop_columns(["uid"]), TextColumns("instruction", None, "output", "uid"), max_chars=100,
+                       need_output=True)
+    assert v[REJECT].to_pylist() == ["missing_id"] * 3
 
 
 def test_content_hash_ids_are_stable_and_field_aware():
