@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+STAGE_LINE = re.compile(r"^\[([a-z_]+)\] ")  # "[embed] 992000 vectors ...", printed as a stage ends
 GOALS = {  # at 1,000,000 rows on this machine (2 cores): wall seconds, peak bytes
     "kcenter": (60, 3e9),
     "random": (90, None),
@@ -119,7 +121,7 @@ class Sampler(threading.Thread):
             now = {"machine": m["MemTotal"] - m["MemAvailable"] - self.baseline, "driver": d, "driver_anon": d_anon,
                    "workers": sum(x[0] for x in w), "workers_anon": sum(x[1] for x in w), "shmem": m["Shmem"] - self.shmem0}
             if now["machine"] > self.peak["machine"]:
-                done = [line[1:].split("]", 1)[0] for line in list(self.lines) if line.startswith("[")]
+                done = [m.group(1) for line in list(self.lines) if (m := STAGE_LINE.match(line))]
                 self.peak_after = done[-1] if done else "start-up"
             for k, v in now.items():
                 self.peak[k] = max(self.peak[k], v)
