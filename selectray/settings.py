@@ -206,4 +206,4 @@ class RayConfig(Section):
         None, description="Ray cluster to attach to ('auto', or an address such as ray://host:10001 or host:6379); "
         "null: a new local Ray, never one already running on the machine.")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of a local Ray (null: all).")
-    progress: bool = Field(True, description="Show Ray Data progress bars.")
+    progress: bool = Field(True, description="Show progress bars (Ray Data's and the stages' own).")
