@@ -79,9 +79,13 @@ def make_cfg(demo_pool):
     """make_cfg(tmp_path, **overrides): a RunConfig on the demo pool with the hash embedder, 10 %."""
     from selectray.config import parse_config
 
+    serve_port = free_port()
+
     def make(tmp_path: Path, **over):
+        # Serve on a free port of this session: another Ray on the machine may serve on the
+        # default one, and Serve's proxies share a port (SO_REUSEPORT), splitting the requests.
         base = {"input": str(demo_pool["path"]), "output": str(tmp_path / "out"), "embed": {"model": "hash"},
-                "ray": {"progress": False}, "proportion": 0.1}
+                "ray": {"progress": False}, "proportion": 0.1, "serve": {"port": serve_port}}
         for k, v in over.items():
             base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
         return parse_config(base)

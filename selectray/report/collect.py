@@ -178,7 +178,10 @@ def _text(table: pa.Table, name: str | None) -> pa.Array:
     return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
 
 
-def _scan_block(table: pa.Table, names: list, shown: np.ndarray):
+def _scan_block(block, names: list, shown: np.ndarray):
+    from selectray.stages.read_files import open_block
+
+    table = open_block(block, [*[n for n in names if n], ID, POS])
     pos = table[POS].to_numpy()
     fields = [_text(table, n) for n in names]
     calc = np.zeros(table.num_rows, dtype=bool)

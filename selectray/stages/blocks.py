@@ -22,9 +22,9 @@ from selectray.stages.read import rows_at
 
 
 @ray.remote
-def _apply(table: pa.Table, fn_class: type, kwargs: dict, columns: list[str], positions, batch_size: int) -> pa.Table:
+def _apply(block, fn_class: type, kwargs: dict, columns: list[str], positions, batch_size: int) -> pa.Table:
     """Build the callable once, call it on every slice of this block's wanted rows, join the results."""
-    rows = rows_at(table, columns, positions) if positions is not None else table.select(columns)
+    rows = rows_at(block, columns, positions)
     fn = fn_class(**kwargs)
     outs = [fn(rows.slice(start, batch_size)) for start in range(0, rows.num_rows, batch_size)]
     return pa.concat_tables(outs) if outs else pa.table({})

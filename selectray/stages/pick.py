@@ -20,6 +20,7 @@ import ray
 from selectray.columns import POS
 from selectray.groups import kcenter_groups
 from selectray.stages.rater_client import HandleClient, HttpClient, PickStats, pick_groups
+from selectray.stages.read_files import open_block
 
 
 @dataclass
@@ -42,7 +43,8 @@ class Picks:
 
 
 @ray.remote
-def _texts(table: pa.Table, positions: np.ndarray, instruction: str, context: str | None):
+def _texts(block, positions: np.ndarray, instruction: str, context: str | None):
+    table = open_block(block, [POS, instruction, *([context] if context else [])])
     t = table.filter(pc.is_in(table[POS], pa.array(positions)))
     ctx = t[context].to_pylist() if context and context in t.column_names else [None] * t.num_rows
     return t[POS].to_pylist(), t[instruction].to_pylist(), ctx

@@ -1,9 +1,10 @@
 """Read stage: input files -> validated rows with ids and positions, one Ray task per part.
 
-`read_pool` returns the usable rows as Arrow blocks in the object store, in input
-order, each with a dense `pos` (0..N-1, the row identity for every later stage) and
-`_row` (position among all input rows), plus the rejected rows. Inputs may be local
-paths or object-store URIs.
+`read_pool` returns the usable rows as blocks, in input order, each row with a dense
+`pos` (0..N-1, the row identity for every later stage) and `_row` (position among all
+input rows), plus the rejected rows. A block of a local Parquet file stays in the file
+(selectray.stages.read_files.DiskBlock); others are Arrow tables in the object store.
+Inputs may be local paths or object-store URIs.
 """
 
 from __future__ import annotations
@@ -20,17 +21,28 @@ import ray.data
 from selectray.columns import HASH, ID, POS, REJECT, ROW
 from selectray.errors import InputError
 from selectray.settings import ColumnsConfig, ReadConfig
-from selectray.stages.read_files import Part, plan_parts, read_part, resolve_columns, resolve_inputs
+from selectray.stages.read_files import (
+    DiskBlock,
+    Part,
+    block_columns,
+    open_block,
+    plan_parts,
+    read_part,
+    resolve_columns,
+    resolve_inputs,
+)
 from selectray.stages.validate import TextColumns, validate_table
 
-__all__ = ["Pool", "duplicate_rows", "pool_fingerprint", "read_pool", "resolve_columns", "resolve_inputs"]
+__all__ = ["Pool", "duplicate_rows", "open_block", "pool_fingerprint", "read_pool", "resolve_columns", "resolve_inputs"]
 
 
 @dataclass
 class Pool:
-    """The read stage's result: the usable rows (in the object store) and the rejected ones."""
+    """The read stage's result: the usable rows (blocks a stage opens) and the rejected ones."""
 
-    blocks: list  # ObjectRefs of pa.Table: usable rows, in input order
+    # Per block, in input order, an ObjectRef of a pa.Table held in the object store or of a
+    # DiskBlock that stays in its Parquet file; a task that takes one calls `open_block` on it.
+    blocks: list
     rejected: pa.Table  # original columns + id, _row, _reject
     columns: TextColumns
     # Per usable row, indexed by pos, as Arrow strings: one buffer each, no Python objects
@@ -50,33 +62,55 @@ class Pool:
     num_input: int = 0
 
     def column_names(self) -> list[str]:
-        return self.dataset().columns()
+        """Every column a block holds (no rows are read)."""
+        names = ray.get([ray.remote(block_columns).remote(b) for b in self.blocks])
+        return list(dict.fromkeys(c for n in names for c in n))
 
     def dataset(self, columns: list[str] | None = None, positions: np.ndarray | None = None) -> ray.data.Dataset:
         """The usable rows as a Ray Dataset: `columns` only, and only the rows at `positions`
         (sorted pos values) when given. Those rows are taken out of the blocks first, so a
         later `map_batches` gets full batches rather than the few survivors of each block."""
-        if positions is None:
-            ds = ray.data.from_arrow_refs(self.blocks)
-            return ds if columns is None else ds.select_columns(columns)
-        take, wanted = ray.remote(rows_at), ray.put(np.asarray(positions, dtype=np.int64))
+        take = ray.remote(rows_at)
+        wanted = None if positions is None else ray.put(np.asarray(positions, dtype=np.int64))
         return ray.data.from_arrow_refs([take.remote(b, columns, wanted) for b in self.blocks])
 
 
-def rows_at(table: pa.Table, columns: list[str] | None, positions: np.ndarray) -> pa.Table:
-    """The rows of a pool block whose `pos` is in `positions` (sorted), only `columns` when given."""
-    hit = np.isin(table[POS].to_numpy(), positions, assume_unique=True)
-    return (table if columns is None else table.select(columns)).filter(pa.array(hit))
+def rows_at(block, columns: list[str] | None, positions: np.ndarray | None) -> pa.Table:
+    """The rows of a pool block whose `pos` is in `positions` (sorted; None: all), only `columns`
+    (those the block has) when given."""
+    table = open_block(block, None if columns is None else [*columns, POS])
+    if positions is not None:
+        table = table.filter(pa.array(np.isin(table[POS].to_numpy(), positions, assume_unique=True)))
+    return table if columns is None else table.select([c for c in columns if c in table.column_names])
 
 
 @ray.remote(num_returns=2)
 def _read(part: Part, cols: TextColumns, max_chars: int, need_output: bool):
-    """One part of the input, validated; and its keys (id, content hash, reject reason) for the driver."""
+    """One part of the input, validated, and its keys (id, content hash, reject reason) for the
+    driver. A rereadable part's text stays in its file: only its rejected rows leave the task."""
     try:
         table = validate_table(read_part(part, cols), cols, max_chars=max_chars, need_output=need_output)
     except TypeError as e:
         raise InputError(f"{part.path}: {e}") from None
-    return table, table.select([ID, HASH, REJECT])
+    keys = table.select([ID, HASH, REJECT])
+    if part.rereadable:
+        local = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        table = table.append_column(ROW, local).filter(pc.is_valid(table[REJECT]))  # _row: within the part, for now
+    return table, keys
+
+
+@ray.remote
+def _rejected_on_disk(rejected: pa.Table, part: Part, cols: TextColumns, row_start: int, dups: np.ndarray,
+                      max_chars: int, need_output: bool) -> pa.Table:
+    """The rejected rows of a rereadable part: those `_read` rejected, and its duplicate ids read again."""
+    rejected = rejected.set_column(rejected.column_names.index(ROW), ROW, pc.add(rejected[ROW], row_start))
+    if not len(dups):
+        return rejected
+    again = read_part(part, cols).take(pa.array(dups, pa.int64()))
+    again = validate_table(again, cols, max_chars=max_chars, need_output=need_output)
+    again = again.set_column(again.column_names.index(REJECT), REJECT, pa.array(["duplicate_id"] * len(dups)))
+    again = again.append_column(ROW, pa.array(row_start + np.asarray(dups, np.int64)))
+    return pa.concat_tables([rejected, again], promote_options="permissive")
 
 
 @ray.remote(num_returns=2)
@@ -97,12 +131,13 @@ def _split(table: pa.Table, row_start: int, pos_start: int, dups: np.ndarray):
 
 
 def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadConfig, *, need_output: bool,
-              progress: bool = False) -> Pool:
-    """Read, validate, number and de-duplicate the input files (from `resolve_inputs`)."""
+              progress: bool = False, text_in_file: bool = True) -> Pool:
+    """Read, validate, number and de-duplicate the input files (from `resolve_inputs`).
+    `text_in_file`: local Parquet rows stay in their files (False: every block in the object store)."""
     cols = resolve_columns(columns, files)
     # One Ray task per part, no Ray Data: the read is a single pass whose fixed cost (planning,
     # listing, an executor) would be most of its time; see docs/methods.md "Speed".
-    parts = plan_parts(files)
+    parts = plan_parts(files, text_in_file=text_in_file)
     blocks, key_refs = [], []
     for part in parts:
         b, k = _read.remote(part, cols, read.max_chars, need_output)
@@ -121,15 +156,25 @@ def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadCo
 
     row_starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     pos_starts = np.concatenate([[0], np.cumsum([ok[s:s + n].sum() for s, n in zip(row_starts, sizes)])[:-1]]).astype(np.int64)
-    local_dups = [dup_rows[(dup_rows >= s) & (dup_rows < s + n)] - s for s, n in zip(row_starts, sizes)]
-    splits = [_split.remote(*a) for a in zip(blocks, row_starts.tolist(), pos_starts.tolist(), local_dups)]
-    del blocks  # each validated block is freed once its split has run: the text is held once
-    usable, rejected = [u for u, _ in splits], [r for _, r in splits]
-    rejected_tables = [t for t in ray.get(rejected) if t.num_rows]
-    rejected_table = pa.concat_tables(rejected_tables, promote_options="permissive") if rejected_tables else pa.table({})
     keep = pa.array(ok)
     usable_ids = ids.filter(keep)
     usable_hashes = all_keys[HASH].combine_chunks().cast(pa.large_string()).filter(keep)
+    usable, rejected = [], []
+    for part, b, start, pstart, n in zip(parts, blocks, row_starts.tolist(), pos_starts.tolist(), sizes):
+        dups = dup_rows[(dup_rows >= start) & (dup_rows < start + n)] - start
+        if part.rereadable:
+            local = np.flatnonzero(ok[start:start + n])
+            # Their own buffers (a slice would carry the whole pool's), typed as the validated tables'.
+            own = [a[pstart:pstart + len(local)].cast(pa.string()) for a in (usable_ids, usable_hashes)]
+            usable.append(ray.put(DiskBlock(part, cols, local, start, pstart, *own)))
+            rejected.append(_rejected_on_disk.remote(b, part, cols, start, dups, read.max_chars, need_output))
+        else:
+            u, r = _split.remote(b, start, pstart, dups)
+            usable.append(u)
+            rejected.append(r)
+    b = blocks = None  # each validated block is freed once its split has run: the text is held once
+    rejected_tables = [t for t in ray.get(rejected) if t.num_rows]
+    rejected_table = pa.concat_tables(rejected_tables, promote_options="permissive") if rejected_tables else pa.table({})
     fingerprint = pool_fingerprint(usable_ids, usable_hashes)
     return Pool(usable, rejected_table, cols, usable_ids, usable_hashes, fingerprint, num_input=len(ids))
 

@@ -1,9 +1,16 @@
-"""Input files for the read stage: which files, cut into parts of about one task's work, and one
-part read as an Arrow table. Pure pyarrow (local paths or object-store URIs), no Ray.
+"""Input files for the read stage: which files, cut into parts of about one task's work, one part
+read as an Arrow table, and the pool's blocks that stay in their file. Pure pyarrow (local
+paths or object-store URIs), no Ray.
 
 A part is some row groups of a Parquet file or a byte range of a JSON Lines file; parts in
 order give the input's rows in order (Parquet files first, then JSON Lines, each sorted by
 path), so a row's position never depends on how the input was cut.
+
+A part of a local Parquet file can be read again cheaply and by row group, so its usable
+rows do not need to be held in Ray's object store: the pool keeps a `DiskBlock` (which rows
+of the part are usable, their ids and positions) and a stage opens it (`open_block`),
+reading only the columns it needs. Other parts (JSON Lines, whose parsing is the costly
+part; object storage, where every read is a download) are held in the object store.
 """
 
 from __future__ import annotations
@@ -11,14 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selectray.columns import ID
+from selectray.columns import HASH, ID, POS, REJECT, ROW
 from selectray.errors import InputError
 from selectray.settings import ColumnsConfig
 from selectray.stages.validate import TextColumns, parse_jsonl
-from selectray.storage import Location
+from selectray.storage import Location, is_uri
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 PART_ROWS = 131_072  # Parquet row groups are gathered up to this many rows per part
@@ -35,6 +43,8 @@ class Part:
     row_groups: tuple[int, ...] = ()
     start: int = 0
     end: int = -1  # -1: to the end of the file
+    stamp: tuple[int, int] = (-1, -1)  # the file's (size, mtime_ns) when planned: a change is an error later
+    rereadable: bool = False  # its usable rows stay in the file (a DiskBlock), not in the object store
 
 
 def _kind(path: str, fmt: str) -> str | None:
@@ -102,28 +112,36 @@ def resolve_columns(c: ColumnsConfig, files: list[tuple[str, str]]) -> TextColum
     return TextColumns(c.instruction, c.input, c.output, id_col)
 
 
-def plan_parts(files: list[tuple[str, str]], part_rows: int = PART_ROWS, part_bytes: int = PART_BYTES) -> list[Part]:
-    """Cut the input files (from `resolve_inputs`, in order) into parts of about one task's work."""
+def plan_parts(files: list[tuple[str, str]], part_rows: int = PART_ROWS, part_bytes: int = PART_BYTES,
+               text_in_file: bool = True) -> list[Part]:
+    """Cut the input files (from `resolve_inputs`, in order) into parts of about one task's work.
+    `text_in_file`: parts of local Parquet files are rereadable (their text is not held in memory)."""
     parts: list[Part] = []
     for path, kind in files:
         if kind == "parquet":
             meta = _parquet(path).metadata
+            stamp, again = _stamp(path), text_in_file and not is_uri(path)
             group: list[int] = []
             rows = 0
             for g in range(meta.num_row_groups):
                 group.append(g)
                 rows += meta.row_group(g).num_rows
                 if rows >= part_rows:
-                    parts.append(Part(path, kind, tuple(group)))
+                    parts.append(Part(path, kind, tuple(group), stamp=stamp, rereadable=again))
                     group, rows = [], 0
             if group or not parts or parts[-1].path != path:
-                parts.append(Part(path, kind, tuple(group)))
+                parts.append(Part(path, kind, tuple(group), stamp=stamp, rereadable=again))
         else:
             loc = Location(path)
             size = loc.fs.get_file_info(loc.path).size or 0
             starts = list(range(0, max(size, 1), part_bytes))
             parts += [Part(path, kind, start=s, end=(s + part_bytes if s + part_bytes < size else -1)) for s in starts]
     return parts
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    info = Location(path).fs.get_file_info(Location(path).path)
+    return int(info.size or 0), int(info.mtime_ns or 0)
 
 
 def read_part(part: Part, cols: TextColumns, only_text: bool = False) -> pa.Table:
@@ -162,3 +180,54 @@ def _line_range(part: Part) -> bytes:
     if part.start > 0:  # the first line belongs to the previous range unless it starts here
         data = data[1:] if data[:1] == b"\n" else data[data.find(b"\n") + 1:] if b"\n" in data else b""
     return data
+
+
+@dataclass(frozen=True)
+class DiskBlock:
+    """The usable rows of one rereadable part: where they are, and what the read stage gave them."""
+
+    part: Part
+    cols: TextColumns
+    keep: np.ndarray  # indices of the usable rows within the part
+    row_start: int  # input row number of the part's first row
+    pos_start: int  # position of its first usable row
+    ids: pa.Array  # the usable rows' ids and content hashes, in order
+    hashes: pa.Array
+
+
+def open_block(block, columns: list[str] | None = None) -> pa.Table:
+    """A pool block as a table: an object-store block as it is; a `DiskBlock` read from its file,
+    only `columns` (when given) and with the same columns and order the read stage gives
+    (the file's columns, then id, _hash, _row, pos)."""
+    if not isinstance(block, DiskBlock):
+        return block
+    part, cols = block.part, block.cols
+    if _stamp(part.path) != part.stamp:
+        raise InputError(f"input file {part.path} changed during the run; run again on a stable copy")
+    internal = {ID: lambda: block.ids, HASH: lambda: block.hashes,
+                ROW: lambda: pa.array(block.row_start + block.keep.astype(np.int64)),
+                POS: lambda: pa.array(np.arange(block.pos_start, block.pos_start + len(block.keep), dtype=np.int64))}
+    pf = _parquet(part.path)
+    names = [c for c in pf.schema_arrow.names if c not in (ID, HASH, REJECT)]
+    wanted = names if columns is None else [c for c in names if c in columns]
+    out: dict[str, pa.Array] = {}
+    if wanted:
+        read = pf.read_row_groups(list(part.row_groups), columns=wanted) if part.row_groups else \
+            pf.schema_arrow.empty_table().select(wanted)
+        out.update(zip(wanted, read.take(pa.array(block.keep, pa.int64())).columns))
+    n = len(block.keep)
+    for name in cols.text:
+        if name not in names and (columns is None or name in columns):
+            out[name] = pa.nulls(n, pa.string())
+    for name, values in internal.items():
+        if columns is None or name in columns:
+            out[name] = values()
+    return pa.table(out)
+
+
+def block_columns(block) -> list[str]:
+    """The column names `open_block(block)` gives, without reading any rows."""
+    if not isinstance(block, DiskBlock):
+        return block.column_names
+    names = [c for c in _parquet(block.part.path).schema_arrow.names if c not in (ID, HASH, REJECT)]
+    return names + [c for c in block.cols.text if c not in names] + [ID, HASH, ROW, POS]

@@ -12,12 +12,14 @@ import pyarrow.compute as pc
 import ray
 
 from selectray.columns import INPUT_ROW, POS, RANK, RAW_LINE, REASON, REJECT, ROW, is_internal
+from selectray.stages.read_files import open_block
 from selectray.stages.selection import Selection
 from selectray.storage import Location
 
 
 @ray.remote
-def _pick(table: pa.Table, chosen_pos: np.ndarray, ranks: np.ndarray, columns: dict[str, np.ndarray]) -> pa.Table:
+def _pick(block, chosen_pos: np.ndarray, ranks: np.ndarray, columns: dict[str, np.ndarray]) -> pa.Table:
+    table = open_block(block)
     pos = table[POS].to_numpy()
     where = np.searchsorted(chosen_pos, pos)
     where = np.minimum(where, len(chosen_pos) - 1)
@@ -34,7 +36,8 @@ def gather_lengths(pool) -> np.ndarray:
     cols = pool.columns.text
 
     @ray.remote
-    def lengths(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    def lengths(block) -> tuple[np.ndarray, np.ndarray]:
+        table = open_block(block, [*cols, POS])
         total = np.zeros(table.num_rows, dtype=np.int64)
         for c in cols:
             if c in table.column_names:
@@ -63,7 +66,8 @@ def write_selected(pool, selection: Selection, path: Location) -> int:
 
 
 @ray.remote
-def _late(table: pa.Table, positions: np.ndarray, reasons: dict[int, str]) -> pa.Table:
+def _late(block, positions: np.ndarray, reasons: dict[int, str]) -> pa.Table:
+    table = open_block(block)
     picked = table.filter(pc.is_in(table[POS], pa.array(positions)))
     return picked.append_column(REJECT, pa.array([reasons[p] for p in picked[POS].to_pylist()], pa.string()))
 

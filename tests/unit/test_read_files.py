@@ -89,3 +89,24 @@ def test_bad_inputs_are_one_line_errors(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as e:
         resolve_inputs([str(make(tmp_path))], "auto")
     assert "\n" not in str(e.value)
+
+
+def test_a_disk_block_opens_its_usable_rows_and_refuses_a_changed_file(tmp_path):
+    import numpy as np
+
+    from selectray.stages.read_files import DiskBlock, block_columns, open_block
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c", "d"], "instruction": ["w", "x", "y", "z"], "n": [1, 2, 3, 4]}), path)
+    (part,) = plan_parts([(str(path), "parquet")])
+    assert part.rereadable
+    block = DiskBlock(part, COLS, np.array([1, 3]), row_start=10, pos_start=5, ids=pa.array(["b", "d"]),
+                      hashes=pa.array(["hb", "hd"]))
+    t = open_block(block)
+    assert t.column_names == block_columns(block) == ["instruction", "n", "input", "output", "id", "_hash", "_row", "pos"]
+    assert t["instruction"].to_pylist() == ["x", "z"] and t["n"].to_pylist() == [2, 4]
+    assert t["_row"].to_pylist() == [11, 13] and t["pos"].to_pylist() == [5, 6] and t["id"].to_pylist() == ["b", "d"]
+    assert open_block(block, ["instruction", "pos"]).column_names == ["instruction", "pos"]  # only what is asked
+    pq.write_table(pa.table({"id": ["a"], "instruction": ["changed"], "n": [0]}), path)
+    with pytest.raises(InputError, match="changed during the run"):
+        open_block(block)
