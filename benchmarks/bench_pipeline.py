@@ -101,7 +101,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, pid: int, baseline: int, min_available: int, lines: list[str]):
         super().__init__(daemon=True)
-        self.lines, self.peak_after = lines, "start-up"  # the run's output; the last stage done at the peak
+        self.lines, self.peak_after = lines, "none yet"  # the run's output; the last stage done at the peak
         self.pid, self.baseline, self.stop = pid, baseline, threading.Event()
         self.min_available, self.low_memory = min_available, False
         self.peak = {"machine": 0, "driver": 0, "driver_anon": 0, "workers": 0, "workers_anon": 0, "shmem": 0}
@@ -122,7 +122,7 @@ class Sampler(threading.Thread):
                    "workers": sum(x[0] for x in w), "workers_anon": sum(x[1] for x in w), "shmem": m["Shmem"] - self.shmem0}
             if now["machine"] > self.peak["machine"]:
                 done = [m.group(1) for line in list(self.lines) if (m := STAGE_LINE.match(line))]
-                self.peak_after = done[-1] if done else "start-up"
+                self.peak_after = done[-1] if done else "none yet"
             for k, v in now.items():
                 self.peak[k] = max(self.peak[k], v)
 
@@ -241,7 +241,7 @@ def show(name: str, rows: int, wall: float, peak: dict, report: dict | None, loa
         print(f"  {'other':<10} {other:8.1f} s  (outside the stages: start-up, building report.json/html, shutdown)")
     print(f"  wall {wall:.1f} s ({rows / wall:,.0f} input rows/s); load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"  peak memory, machine used - before: {peak['machine'] / gb:.2f} GB = {peak['machine'] / rows:,.0f} B/row "
-          f"(shared memory, mostly Ray's object store: {peak['shmem'] / gb:.2f} GB); reached after [{peak_after}]")
+          f"(shared memory, mostly Ray's object store: {peak['shmem'] / gb:.2f} GB); reached when the last stage done was [{peak_after}]")
     print(f"  peak RSS driver {peak['driver'] / gb:.2f} GB = {peak['driver'] / rows:,.0f} B/row "
           f"(anonymous {peak['driver_anon'] / gb:.2f} GB); workers and Ray processes, summed: "
           f"{peak['workers'] / gb:.2f} GB = {peak['workers'] / rows:,.0f} B/row (anonymous {peak['workers_anon'] / gb:.2f} GB "
