@@ -15,7 +15,6 @@ from selectray.errors import InputError
 from selectray.storage import Location
 
 SAMPLE_ROWS = 256  # rows whose text is tokenized
-BATCH_ROWS = 65536
 
 
 @dataclass
@@ -57,7 +56,7 @@ def scan_input(cfg, need_output: bool, sample_rows: int = SAMPLE_ROWS) -> Scan:
     sample: list[tuple[str, str, str]] = []
     for part in plan_parts(files):
         try:
-            t = validate_table(read_part(part, cols, only_text=True), cols, max_chars=cfg.read.max_chars,
+            t = validate_table(read_part(part, cols, [*cols.text, *([cols.id] if cols.id else [])]), cols, max_chars=cfg.read.max_chars,
                                need_output=need_output)
         except TypeError as e:
             raise InputError(f"{part.path}: {e}") from None

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from selectray.stages.read import rows_at
+from selectray.stages.read import gather, rows_at
 
 
 @ray.remote
@@ -34,15 +34,7 @@ def map_blocks(pool, fn_class: type, kwargs: dict[str, Any], columns: list[str],
                batch_size: int, options: dict[str, Any], *, progress: bool = False, desc: str = "") -> list[pa.Table]:
     """`fn_class(**kwargs)` over the usable rows (`columns`; only `positions` when given), one task
     per block with `options` (selectray.resources.task_options); the outputs in block order."""
-    from tqdm.auto import tqdm
-
     wanted = None if positions is None else ray.put(np.asarray(positions, dtype=np.int64))
     task = _apply.options(name=f"{fn_class.__name__}-block", **options)  # the worker's title: ray::Embedder-block
     refs = [task.remote(b, fn_class, kwargs, columns, wanted, batch_size) for b in pool.blocks]
-    with tqdm(total=len(refs), desc=desc, unit="block", disable=not progress) as bar:
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # a failed block fails the stage now, not after the others
-            bar.update(len(done))
-    return ray.get(refs)
+    return gather(refs, progress=progress, desc=desc, unit="block")

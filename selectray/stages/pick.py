@@ -13,14 +13,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from selectray.columns import POS
 from selectray.groups import kcenter_groups
 from selectray.stages.rater_client import HandleClient, HttpClient, PickStats, pick_groups
-from selectray.stages.read_files import open_block
+from selectray.stages.read import rows_at
 
 
 @dataclass
@@ -44,8 +42,7 @@ class Picks:
 
 @ray.remote
 def _texts(block, positions: np.ndarray, instruction: str, context: str | None):
-    table = open_block(block, [POS, instruction, *([context] if context else [])])
-    t = table.filter(pc.is_in(table[POS], pa.array(positions)))
+    t = rows_at(block, [POS, instruction, *([context] if context else [])], positions)
     ctx = t[context].to_pylist() if context and context in t.column_names else [None] * t.num_rows
     return t[POS].to_pylist(), t[instruction].to_pylist(), ctx
 

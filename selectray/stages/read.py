@@ -144,7 +144,7 @@ def read_pool(files: list[tuple[str, str]], columns: ColumnsConfig, read: ReadCo
         blocks.append(b)
         key_refs.append(k)
     try:
-        keys = _gather(key_refs, progress)
+        keys = gather(key_refs, progress=progress, desc="read: parts", unit="part")
     except Exception as e:  # noqa: BLE001 - surface the user-facing cause of a Ray task failure
         raise _input_error(e) from None
     sizes = [k.num_rows for k in keys]
@@ -193,15 +193,16 @@ def pool_fingerprint(*columns: pa.Array) -> str:
     return digest.hexdigest()[:32]
 
 
-def _gather(refs: list, progress: bool) -> list[pa.Table]:
-    """ray.get of the parts' keys, in order, with a bar of parts done."""
+def gather(refs: list, *, progress: bool, desc: str, unit: str) -> list:
+    """ray.get of task results, in order, with a bar of tasks done; the first task to fail
+    raises at once, not after the others."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(refs), desc="read: parts", unit="part", disable=not progress) as bar:
+    with tqdm(total=len(refs), desc=desc, unit=unit, disable=not progress) as bar:
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # raises the task's error as soon as one fails
+            ray.get(done)
             bar.update(len(done))
     return ray.get(refs)
 

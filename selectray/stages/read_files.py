@@ -144,17 +144,17 @@ def _stamp(path: str) -> tuple[int, int]:
     return int(info.size or 0), int(info.mtime_ns or 0)
 
 
-def read_part(part: Part, cols: TextColumns, only_text: bool = False) -> pa.Table:
-    """The rows of one part, every original column kept (`only_text`: the text and id columns of
-    a Parquet file); each text column present (null when a file lacks it), so tables line up."""
+def read_part(part: Part, cols: TextColumns, columns: list[str] | None = None) -> pa.Table:
+    """The rows of one part, every original column kept (`columns`: only those, of a Parquet
+    file); each text column asked for present (null when a file lacks it), so tables line up."""
     if part.kind == "jsonl":
         return parse_jsonl(_line_range(part), cols.text)
     pf = _parquet(part.path)
     names = pf.schema_arrow.names
-    wanted = [c for c in (*cols.text, cols.id) if c and c in names] if only_text else names
+    wanted = names if columns is None else [c for c in names if c in columns]
     table = pf.read_row_groups(list(part.row_groups), columns=wanted) if part.row_groups else pf.schema_arrow.empty_table().select(wanted)
     for name in cols.text:
-        if name not in table.column_names:
+        if name not in table.column_names and (columns is None or name in columns):
             table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
     return table
 
@@ -207,18 +207,10 @@ def open_block(block, columns: list[str] | None = None) -> pa.Table:
     internal = {ID: lambda: block.ids, HASH: lambda: block.hashes,
                 ROW: lambda: pa.array(block.row_start + block.keep.astype(np.int64)),
                 POS: lambda: pa.array(np.arange(block.pos_start, block.pos_start + len(block.keep), dtype=np.int64))}
-    pf = _parquet(part.path)
-    names = [c for c in pf.schema_arrow.names if c not in (ID, HASH, REJECT)]
-    wanted = names if columns is None else [c for c in names if c in columns]
-    out: dict[str, pa.Array] = {}
-    if wanted:
-        read = pf.read_row_groups(list(part.row_groups), columns=wanted) if part.row_groups else \
-            pf.schema_arrow.empty_table().select(wanted)
-        out.update(zip(wanted, read.take(pa.array(block.keep, pa.int64())).columns))
-    n = len(block.keep)
-    for name in cols.text:
-        if name not in names and (columns is None or name in columns):
-            out[name] = pa.nulls(n, pa.string())
+    # The file's own id/_hash/_reject columns give way to the read stage's, as in validate_table.
+    wanted = None if columns is None else [c for c in columns if c not in internal]
+    table = read_part(part, cols, wanted).take(pa.array(block.keep, pa.int64()))
+    out = {c: table[c] for c in table.column_names if c not in (ID, HASH, REJECT)}
     for name, values in internal.items():
         if columns is None or name in columns:
             out[name] = values()

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import ray
 
 from selectray.columns import INPUT_ROW, POS, RANK, RAW_LINE, REASON, REJECT, ROW, is_internal
+from selectray.stages.read import rows_at
 from selectray.stages.read_files import open_block
 from selectray.stages.selection import Selection
 from selectray.storage import Location
@@ -67,8 +68,7 @@ def write_selected(pool, selection: Selection, path: Location) -> int:
 
 @ray.remote
 def _late(block, positions: np.ndarray, reasons: dict[int, str]) -> pa.Table:
-    table = open_block(block)
-    picked = table.filter(pc.is_in(table[POS], pa.array(positions)))
+    picked = rows_at(block, None, positions)
     return picked.append_column(REJECT, pa.array([reasons[p] for p in picked[POS].to_pylist()], pa.string()))
 
 
