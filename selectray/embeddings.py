@@ -30,7 +30,9 @@ from selectray.kcenter.vectors import (
 )
 from selectray.storage import Location
 
-READ_BATCH_ROWS = 8192
+# Rows per decoded batch: 2048 x 384 float32 (3 MB) stays in cache; at 8192 a shard's read
+# took ~40 MB more memory and ~1.5x the time (1M rows, 2 shards, this project's benchmark).
+READ_BATCH_ROWS = 2048
 
 
 def to_fixed_size_list(vectors: np.ndarray, dtype: str = "float32") -> pa.FixedSizeListArray:
@@ -145,6 +147,9 @@ def read_vectors(files: Sequence[Any], dim: int, dtype: Any = np.float32) -> Vec
             pf = _open(f, pre_buffer=False, buffer_size=1 << 20)
             for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=[POS, EMBEDDING], use_threads=False):
                 w = _append(batch, dim, f, x, pos, norms, w, bad_pos, bad_code)
+            # Arrow's allocator keeps freed pages; over a shard's files they added ~80 MB to
+            # the peak of every shard, beside the vectors it holds for the whole run.
+            pa.default_memory_pool().release_unused()
         except (OSError, pa.ArrowException) as e:
             raise KCenterError(f"cannot read embeddings file '{f}': {str(e).splitlines()[0]}") from None
     rej_pos = np.concatenate(bad_pos) if bad_pos else np.empty(0, np.int64)

@@ -28,7 +28,7 @@ from selectray.kcenter.core import KCenterResult, run_k_center
 from selectray.kcenter.group import concat_top, make_shard, merge_vectors
 from selectray.kcenter.shard import DEFAULT_BLOCK_ROWS
 from selectray.kcenter.vectors import KCenterError, VectorRows, check_k, validate_rows
-from selectray.resources import Resources, actor_options
+from selectray.resources import Resources, actor_options, return_freed_memory
 from selectray.storage import Location
 
 
@@ -57,6 +57,7 @@ class ShardActor:
                 x = ray.get(source["array"])  # refs nested in a dict are not resolved for us
                 rows = validate_rows(x, pos=np.arange(source["offset"], source["offset"] + len(x), dtype=np.int64))
             self.state = make_shard(rows, block_rows=block_rows, device=device)
+            return_freed_memory()  # the read's buffers: this actor holds its vectors for the whole run
         except KCenterError as e:
             self.error = e
 

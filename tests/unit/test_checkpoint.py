@@ -92,3 +92,30 @@ def test_location_of_an_unknown_scheme_is_a_one_line_error():
 
     with pytest.raises(InputError, match="cannot open 'nope://bucket/x'"):
         Location("nope://bucket/x")
+
+
+def test_read_vectors_reads_every_batch_of_every_file(tmp_path, monkeypatch):
+    """A shard's rows are its files' rows in file order, however many batches each takes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from selectray import embeddings
+
+    monkeypatch.setattr(embeddings, "READ_BATCH_ROWS", 3)  # several batches per file and row group
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((23, 4)).astype(np.float32)
+    vectors: list = [list(map(float, v)) for v in x]
+    vectors[4], vectors[11], vectors[20] = None, [1.0, 2.0], [float("inf")] * 4  # in the 2nd, 4th, 7th batch
+    pos = rng.permutation(23)
+    files = []
+    for i, (a, b) in enumerate([(0, 14), (14, 23)]):
+        files.append(str(tmp_path / f"part-{i}.parquet"))
+        table = pa.table({"pos": pa.array(pos[a:b], pa.int64()), "embedding": pa.array(vectors[a:b], pa.list_(pa.float32()))})
+        pq.write_table(table, files[-1], row_group_size=5)
+    rows = embeddings.read_vectors(files, 4)
+    good = np.setdiff1d(np.arange(23), [4, 11, 20])
+    np.testing.assert_array_equal(rows.pos, pos[good])
+    np.testing.assert_array_equal(rows.x, x[good])
+    np.testing.assert_allclose(rows.norms, (x[good].astype(np.float64) ** 2).sum(1), rtol=1e-6)
+    assert dict(zip(rows.rejected_pos.tolist(), rows.rejected_reason.tolist(), strict=True)) == {
+        pos[4]: "missing_embedding", pos[11]: "bad_dimension", pos[20]: "nonfinite_embedding"}
