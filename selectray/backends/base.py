@@ -118,6 +118,13 @@ class RaterBackend:
             if offsets:
                 raise ConfigError(f"token offsets need a fast tokenizer; {type(tok).__name__} is not one")
             return [list(tok.encode(t, add_special_tokens=False)) for t in texts]
+        rust = _plain_rust_tokenizer(tok)
+        if rust is not None:
+            # The Rust tokenizer's batch call, without transformers' per-text conversion to a dict
+            # and, for ids only, without computing offsets (together ~30 % of a batch's tokenization).
+            if offsets:
+                return [(e.ids, e.offsets) for e in rust.encode_batch(list(texts), add_special_tokens=False)]
+            return [e.ids for e in rust.encode_batch_fast(list(texts), add_special_tokens=False)]
         enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=offsets)
         return list(zip(enc["input_ids"], enc["offset_mapping"], strict=True)) if offsets else enc["input_ids"]
 
@@ -154,6 +161,19 @@ class RaterBackend:
 
     def complete(self, prompts, max_tokens=16, temperature=0.0, stop=None, logprobs=None, seed=None) -> list[Completion]:
         raise NotImplementedError
+
+
+def _plain_rust_tokenizer(tok):
+    """The fast tokenizer's Rust object when calling it directly gives `tok.encode`'s ids: no
+    truncation or padding set on it, special tokens read as transformers reads them."""
+    rust = getattr(tok, "backend_tokenizer", None)
+    if rust is None or not hasattr(rust, "encode_batch_fast"):
+        return None
+    if rust.truncation is not None or rust.padding is not None:
+        return None
+    if bool(rust.encode_special_tokens) != bool(getattr(tok, "split_special_tokens", False)):
+        return None
+    return rust
 
 
 def truncate_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, bool]:

@@ -14,6 +14,10 @@ from typing import NamedTuple
 import numpy as np
 
 TOO_LONG_POLICIES = ("truncate", "reject")
+# English text averages about 4 characters per token. Above that many per token of context a
+# row's prompts likely need cutting, and the cut search starts without tokenizing them whole.
+# Only the work depends on it, never a result.
+LIKELY_CUT_CHARS = 4
 
 
 class Fitted(NamedTuple):
@@ -136,66 +140,112 @@ class SelectITScorer:
         """Each row's K prompts, row-major, tokenized and fitted to the context (see the class)."""
         limit = self.backend.context_length
         texts = [self._prompt(rp, *row) for row in rows for rp in self.prompts]
-        out, over = [], {}
-        for p, (text, ids) in enumerate(zip(texts, self.backend.encode_batch(texts), strict=True)):
+        out = [TOO_LONG] * len(texts)
+        cuts: dict[int, tuple[list[int], list[int]]] = {}
+        # pair -> {cut index: (tokens, prompt, ids)}: what the cut search starts from
+        seen = self._response_first(rows, texts, cuts) if self.too_long == "truncate" else {}
+        whole = [p for p in range(len(texts)) if p not in seen]
+        for p, ids in zip(whole, self.backend.encode_batch([texts[p] for p in whole]), strict=True):
             n = len(ids[0]) + len(ids[1])
-            out.append(Fitted(text, ids, False) if n <= limit else TOO_LONG)
-            if n > limit:
-                over[p] = n
-        if over and self.too_long == "truncate":
-            for p, fitted in self._truncate(rows, over).items():
+            if n <= limit:
+                out[p] = Fitted(texts[p], ids, False)
+            elif self.too_long == "truncate":
+                seen[p] = {-1: (n, texts[p], ids)}  # -1: the whole response (its cut index once known)
+        if seen:
+            for p, fitted in self._truncate(rows, seen, cuts).items():
                 out[p] = fitted
         return out
 
-    def _truncate(self, rows: list[tuple[str, str, str]], over: dict[int, int]) -> dict[int, Fitted]:
-        """The over-long pairs (pair index -> token count) with their responses cut by the
-        class's rule, or too_long.
+    def _cut_points(self, rows, need: list[int], cuts: dict) -> None:
+        """Fill ``cuts[r]`` = (the response's cut points, its tokens kept by each) for rows ``need``."""
+        need = [r for r in need if r not in cuts]
+        for r, (_, offsets) in zip(need, self.backend.encode_texts([rows[r][2] for r in need], offsets=True), strict=True):
+            ends = sorted(end for _, end in offsets)
+            points = cut_points(len(rows[r][2]), offsets)
+            cuts[r] = (points, [bisect_right(ends, c) for c in points])
 
-        Each pair keeps a bracket over its response's cut points, ``lo`` fits and ``hi``
-        does not (-1: not known yet; the full response is known not to fit), narrowed each
-        round; the probes of all pairs in a round are tokenized in one call. A round probes
-        the empty response (first round: does the pair fit at all?), the cut the token
-        counts predict and the next one; the prediction is corrected with the lengths
-        measured, and after three rounds the bracket is bisected.
+    def _response_first(self, rows, texts, cuts: dict) -> dict[int, dict]:
+        """Pairs that go straight to the cut search, without tokenizing their whole prompt.
+
+        A row with a prompt of more than LIKELY_CUT_CHARS characters per token of context will
+        likely be cut: its response is tokenized first (the search needs its token ends anyway),
+        and its prompts with an empty response. A pair whose two counts add up to more than the context skips
+        the whole prompt's tokenization; the search measures it should it reach the last cut,
+        so an estimate that was wrong (a merge where the response joins the prompt) cuts nothing.
         """
         k, limit = len(self.prompts), self.backend.context_length
-        need = sorted({p // k for p in over})
-        cuts, kept = {}, {}
-        for r, (_, offsets) in zip(need, self.backend.encode_texts([rows[r][2] for r in need], offsets=True), strict=True):
-            cuts[r] = cut_points(len(rows[r][2]), offsets)
-            ends = sorted(end for _, end in offsets)
-            kept[r] = [bisect_right(ends, c) for c in cuts[r]]  # response tokens kept by each cut
-        # pair -> [lo, hi, the prompt's tokens besides the response's (predicted, then measured)]
-        live = {p: [-1, len(cuts[p // k]) - 1, n - kept[p // k][-1]] for p, n in over.items()}
+        chars = LIKELY_CUT_CHARS * limit
+        need = [r for r in range(len(rows)) if any(len(a) + len(b) > chars for a, b in texts[r * k:(r + 1) * k])]
+        if not need:
+            return {}
+        self._cut_points(rows, need, cuts)
+        pairs = [p for r in need for p in range(r * k, (r + 1) * k)]
+        empty = [self._prompt(self.prompts[p % k], *rows[p // k][:2], "") for p in pairs]
+        seen = {}
+        for p, text, ids in zip(pairs, empty, self.backend.encode_batch(empty), strict=True):
+            n = len(ids[0]) + len(ids[1])
+            if n + cuts[p // k][1][-1] > limit:
+                seen[p] = {0: (n, text, ids)}
+        return seen
+
+    def _truncate(self, rows, seen: dict[int, dict], cuts: dict) -> dict[int, Fitted]:
+        """The pairs in ``seen`` (pair -> lengths measured so far, by cut index) with their
+        responses cut by the class's rule, or too_long.
+
+        Each pair keeps a bracket over its response's cut points: ``lo`` fits and ``hi`` does
+        not (-1: not known yet; ``hi`` starts at the whole response, measured or only estimated
+        not to fit), narrowed each round; the probes of all pairs in a round are tokenized in
+        one call. A round probes the cut the token counts predict and the next one (the whole
+        response too when it is next and was only estimated); the prediction is corrected with
+        the lengths measured, and after three rounds the bracket is bisected.
+        """
+        k, limit = len(self.prompts), self.backend.context_length
+        self._cut_points(rows, sorted({p // k for p in seen}), cuts)
         done: dict[int, Fitted] = {}
+        live = {}  # pair -> [lo, hi, the prompt's tokens besides the response's, hi measured]
+        for p, m in seen.items():
+            points, kept = cuts[p // k]
+            last = len(points) - 1
+            m = {last if u < 0 else u: v for u, v in m.items()}
+            fits = [u for u, (n, _, _) in m.items() if n <= limit]
+            over = [u for u, (n, _, _) in m.items() if n > limit]
+            lo, hi = max(fits, default=-1), min(over, default=last)
+            if lo >= 0:
+                done[p] = Fitted(m[lo][1], m[lo][2], lo < last)
+            u = lo if lo >= 0 else hi
+            live[p] = [lo, hi, m[u][0] - kept[u], hi in over]
         rnd = 0
-        while live := {p: state for p, state in live.items() if state[1] > state[0] + 1}:  # else resolved
+        while live := {p: st for p, st in live.items() if st[1] > st[0] + 1 or not st[3]}:  # else resolved
             probes = []
-            for p, (lo, hi, base) in live.items():
-                guess = bisect_right(kept[p // k], limit - base) - 1 if rnd < 3 else (lo + hi) // 2
+            for p, (lo, hi, base, hi_known) in live.items():
+                if hi == lo + 1:  # only the estimated whole response is left: measure it
+                    probes.append((p, hi))
+                    continue
+                kept = cuts[p // k][1]
+                guess = bisect_right(kept, limit - base) - 1 if rnd < 3 else (lo + hi) // 2
                 guess = min(max(guess, lo, 0), hi - 1)
-                probes += [(p, u) for u in sorted({0, guess, guess + 1}) if lo < u < hi]
-            texts = [self._prompt(self.prompts[p % k], *rows[p // k][:2], rows[p // k][2][: cuts[p // k][u]])
+                probes += [(p, u) for u in sorted({guess, guess + 1}) if lo < u < hi or (u == hi and not hi_known)]
+            texts = [self._prompt(self.prompts[p % k], *rows[p // k][:2], rows[p // k][2][: cuts[p // k][0][u]])
                      for p, u in probes]
             measured: dict[int, dict[int, int]] = {}
             for (p, u), text, ids in zip(probes, texts, self.backend.encode_batch(texts), strict=True):
                 state, n = live[p], len(ids[0]) + len(ids[1])
                 measured.setdefault(p, {})[u] = n
-                if not state[0] < u < state[1]:  # outside the bracket an earlier probe left
-                    continue
+                if not (state[0] < u < state[1] or (u == state[1] and not state[3])):
+                    continue  # outside the bracket an earlier probe left
                 if n <= limit:
                     state[0] = u
-                    done[p] = Fitted(text, ids, True)
-                else:
-                    state[1] = u
-            for p, seen in measured.items():  # correct the prediction with a length measured near the cut
-                lo, hi, _ = state = live[p]
-                u = lo if lo > 0 and lo in seen else hi if hi in seen else lo
-                if u in seen:
-                    state[2] = seen[u] - kept[p // k][u]
+                    done[p] = Fitted(text, ids, u < len(cuts[p // k][0]) - 1)
+                if n > limit or u == state[1]:
+                    state[1], state[3] = max(u, state[0]), True
+            for p, m in measured.items():  # correct the prediction with a length measured near the cut
+                lo, hi, _, _ = state = live[p]
+                u = lo if lo > 0 and lo in m else hi if hi in m else lo
+                if u in m:
+                    state[2] = m[u] - cuts[p // k][1][u]
             rnd += 1
         # Resolved: lo is the cut, or -1 when not even the empty response fits (too_long).
-        return {p: done.get(p, TOO_LONG) for p in over}
+        return {p: done.get(p, TOO_LONG) for p in seen}
 
     def __call__(self, batch) -> dict[str, np.ndarray]:
         from selectray.errors import InputError

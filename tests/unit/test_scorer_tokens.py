@@ -43,10 +43,12 @@ def _reference_ids(backend, prompt):
 
 
 class CountingTokenizer:
-    """The real tokenizer, counting the calls that tokenize text (batched or not)."""
+    """The real tokenizer, counting the calls that tokenize text (batched or not, through
+    transformers or its Rust tokenizer)."""
 
     def __init__(self, tok):
         self._tok, self.calls = tok, []
+        self.backend_tokenizer = _CountingRust(tok.backend_tokenizer, self.calls)
 
     def __call__(self, texts, **kwargs):
         self.calls.append(len(texts) if isinstance(texts, list) else 1)
@@ -58,6 +60,24 @@ class CountingTokenizer:
 
     def __getattr__(self, name):
         return getattr(self._tok, name)
+
+
+class _CountingRust:
+    def __init__(self, rust, calls):
+        self._rust, self._calls = rust, calls
+
+    def encode_batch(self, texts, **kwargs):
+        self._calls.append(len(texts))
+        return self._rust.encode_batch(texts, **kwargs)
+
+    def encode_batch_fast(self, texts, **kwargs):
+        self._calls.append(len(texts))
+        return self._rust.encode_batch_fast(texts, **kwargs)
+
+    def __getattr__(self, name):
+        if name == "encode":  # a way to tokenize that would go uncounted
+            raise AttributeError(name)
+        return getattr(self._rust, name)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +124,22 @@ def test_encode_texts_equals_per_text_encode(tiny, spaced, rating_rows):
         tok = backend.tokenizer
         assert backend.encode_texts(texts) == [tok.encode(t, add_special_tokens=False) for t in texts]
         for t, (ids, offsets) in zip(texts, backend.encode_texts(texts, offsets=True), strict=True):
-            assert ids == tok.encode(t, add_special_tokens=False) and len(offsets) == len(ids)
+            assert ids == tok.encode(t, add_special_tokens=False)
+            assert [tuple(o) for o in offsets] == [tuple(o) for o in tok(t, add_special_tokens=False,
+                                                                         return_offsets_mapping=True)["offset_mapping"]]
+
+
+def test_encode_texts_ignores_truncation_or_padding_left_on_the_rust_tokenizer(tiny, rating_rows):
+    import copy
+
+    texts = [t for row in rating_rows for t in row if t]
+    want = [tiny.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    backend = copy.copy(tiny)
+    backend.tokenizer = copy.deepcopy(tiny.tokenizer)
+    backend.tokenizer.backend_tokenizer.enable_truncation(max_length=3)  # as a saved tokenizer.json may carry
+    assert backend.encode_texts(texts) == want
+    backend.tokenizer.backend_tokenizer.enable_padding(length=500)
+    assert backend.encode_texts(texts) == want
 
 
 @pytest.mark.parametrize("layout", ["paper", "sample-first"])
@@ -206,6 +241,38 @@ def test_truncation_keeps_the_longest_token_prefix_that_fits(tiny, spaced, layou
                     assert len(backend.encode(_adapted(backend, longer))) > limit
 
 
+def test_a_prompt_estimated_too_long_that_fits_is_not_cut(tiny, monkeypatch):
+    # "Response: The" is one token fewer than "Response: " and "The" tokenized apart, so the
+    # estimate (prompt with an empty response + the response's tokens) is one over the context.
+    from selectray.stages import scorer
+
+    monkeypatch.setattr(scorer, "LIKELY_CUT_CHARS", 1)  # a short row takes the response-first path
+    row, rp = ("Describe.", "", "The sea is wide."), RATING_PROMPTS[0]
+    whole = _adapted(tiny, build_rating_prompt(rp, *row, "paper"))
+    empty = _adapted(tiny, build_rating_prompt(rp, *row[:2], "", "paper"))
+    limit = len(tiny.encode(whole))
+    assert len(tiny.encode(empty)) + len(tiny.encode(row[2])) - tiny.add_bos > limit  # the premise
+    assert len(whole[0]) + len(whole[1]) > limit  # so the response is tokenized first
+    (fitted,) = SelectITScorer(tiny.loaded, prompts=[rp], layout="paper", max_length=limit).fit([row])
+    assert fitted.prompt == whole and fitted.ids == _reference_ids(tiny, whole) and not fitted.truncated
+    (cut,) = SelectITScorer(tiny.loaded, prompts=[rp], layout="paper", max_length=limit - 1).fit([row])
+    assert cut.truncated and cut.prompt != whole and len(cut.ids[0]) + len(cut.ids[1]) <= limit - 1
+
+
+def test_rows_of_few_characters_per_token_are_measured_whole_then_cut_by_the_same_rule(tiny):
+    from selectray.stages.scorer import LIKELY_CUT_CHARS
+
+    row, limit = ("Décris 🌊.", "", "🌊🐟 " * 40), 90
+    for layout in ("paper", "sample-first"):
+        scorer = SelectITScorer(tiny.loaded, layout=layout, max_length=limit)
+        texts = [scorer._prompt(rp, *row) for rp in RATING_PROMPTS]
+        assert all(len(a) + len(b) <= LIKELY_CUT_CHARS * limit for a, b in texts)  # not taken as likely cut
+        for rp, f in zip(RATING_PROMPTS, scorer.fit([row]), strict=True):
+            want = _longest_fitting_cut(tiny, rp, row, layout, limit)
+            assert want is not None and want < len(row[2]) and f.truncated
+            assert f.prompt == _adapted(tiny, build_rating_prompt(rp, row[0], row[1], row[2][:want], layout))
+
+
 def test_truncated_pairs_do_not_depend_on_the_other_prompts_or_rows(tiny):
     rows = [LONG_ROWS[1], ("Short.", "", "Fine."), LONG_ROWS[0]]
     together = SelectITScorer(tiny.loaded, max_length=120, layout="sample-first").fit(rows)
@@ -255,12 +322,14 @@ def test_truncation_tokenizer_calls_do_not_grow_with_prompts_or_probes(tiny):
             counter.calls.clear()
             out = scorer(_batch(rows))
             assert out["truncated"].all()
-            # The batch's prompts, the responses (with offsets), then a few rounds of probes, each
-            # one call of at most three probes per (row, prompt) pair, whatever the number of rows
-            # and the response lengths (a tokenizer call per prompt and probe, as before, makes
-            # K x rows x log2(characters): hundreds).
+            # Every response far longer than the context: the responses (with offsets), the prompts
+            # with an empty response, then a few rounds of probes, each one call of at most two
+            # probes per (row, prompt) pair (each distinct text once), whatever the number of rows
+            # and the response lengths; the whole prompts are never tokenized (a tokenizer call per
+            # prompt and probe, as before, makes K x rows x log2(characters): hundreds).
             assert len(counter.calls) <= 6, counter.calls
-            assert counter.calls[1] == n and all(c <= 3 * n * k + k for c in counter.calls[2:])
+            assert counter.calls[0] == n and counter.calls[1] <= (n * k if layout == "paper" else n + k)
+            assert all(c <= 2 * n * k + k for c in counter.calls[2:])
 
 
 def test_backend_rating_probs_ids_skips_the_tokenizer(tiny, rating_rows, prompts_for):
