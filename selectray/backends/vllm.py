@@ -130,7 +130,7 @@ class VLLMBackend(RaterBackend):
 
     def complete(self, prompts, max_tokens=16, temperature=0.0, stop=None, logprobs=None, seed=None) -> list[Completion]:
         """Generate a completion per prompt (greedy at temperature 0); see the transformers backend."""
-        seqs = [self.encode(p) for p in prompts]
+        seqs = [[*head, *tail] for head, tail in self.encode_batch(prompts)]  # = encode(p), one batched call
         self._check_lengths(seqs)
         results = []
         params = completion_sampling(max_tokens, temperature, stop, logprobs, seed)

@@ -169,9 +169,10 @@ class SelectITScorer:
 
         A row with a prompt of more than LIKELY_CUT_CHARS characters per token of context will
         likely be cut: its response is tokenized first (the search needs its token ends anyway),
-        and its prompts with an empty response. A pair whose two counts add up to more than the context skips
-        the whole prompt's tokenization; the search measures it should it reach the last cut,
-        so an estimate that was wrong (a merge where the response joins the prompt) cuts nothing.
+        and its prompts with an empty response. A pair whose two counts add up to more than the
+        context skips the whole prompt's tokenization; the search measures it should it reach
+        the last cut, so an estimate that was wrong (a merge where the response joins the
+        prompt) cuts nothing.
         """
         k, limit = len(self.prompts), self.backend.context_length
         chars = LIKELY_CUT_CHARS * limit
@@ -236,7 +237,7 @@ class SelectITScorer:
                 if n <= limit:
                     state[0] = u
                     done[p] = Fitted(text, ids, u < len(cuts[p // k][0]) - 1)
-                if n > limit or u == state[1]:
+                if n > limit or u == state[1]:  # hi measured: a cut that does not fit, or the whole that does
                     state[1], state[3] = max(u, state[0]), True
             for p, m in measured.items():  # correct the prediction with a length measured near the cut
                 lo, hi, _, _ = state = live[p]
