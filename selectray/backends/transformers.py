@@ -145,9 +145,12 @@ class TransformersBackend(RaterBackend):
         ids[keep] = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
         return torch.from_numpy(ids).to(self.device), torch.from_numpy(keep.astype(np.int64)).to(self.device)
 
-    def _probs_at(self, logits_out, col: torch.Tensor) -> list:
-        """Rating probabilities from each row's logits at column ``col`` (of the kept positions)."""
-        logits = logits_out.logits[torch.arange(len(col), device=self.device), col]
+    def _probs_at(self, logits_out, col: torch.Tensor | None = None) -> list:
+        """Rating probabilities from each row's logits at column ``col`` of the kept positions
+        (None: the last, where left padding puts every row's last token)."""
+        logits = logits_out.logits
+        # The last position is a view; a gather copies the rows, which cost as much as the softmax.
+        logits = logits[:, -1] if col is None else logits[torch.arange(len(col), device=self.device), col]
         logp = torch.log_softmax(logits.float(), dim=-1)[:, self._rating_ids]
         return list(logp.double().exp().cpu().numpy())
 
@@ -161,7 +164,7 @@ class TransformersBackend(RaterBackend):
         pos = None if full else (mask.cumsum(1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=None if full else mask, position_ids=pos, use_cache=False,
                          logits_to_keep=1)
-        return self._probs_at(out, torch.zeros(len(seqs), dtype=torch.long, device=self.device))
+        return self._probs_at(out)
 
     @torch.inference_mode()
     def _shared_probs(self, items: list[tuple[list[int], list[list[int]], list[int]]]) -> list:
@@ -178,7 +181,7 @@ class TransformersBackend(RaterBackend):
         left = self._window is None
         tid, tmask = self._pad(tails, left=left)
         if left:
-            pos, keep, col = (tmask.cumsum(1) - 1).clamp(min=0), 1, torch.zeros(len(tails), dtype=torch.long, device=self.device)
+            pos, keep, col = (tmask.cumsum(1) - 1).clamp(min=0), 1, None
         else:
             last = tmask.sum(1) - 1
             keep = torch.unique(last)  # sorted; the output layer runs at these positions of every row
