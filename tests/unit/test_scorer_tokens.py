@@ -64,7 +64,7 @@ class CountingTokenizer:
 
 class _CountingRust:
     def __init__(self, rust, calls):
-        self._rust, self._calls = rust, calls
+        self._rust, self._calls, self.texts = rust, calls, []  # texts: those tokenized for their ids
 
     def encode_batch(self, texts, **kwargs):
         self._calls.append(len(texts))
@@ -72,6 +72,7 @@ class _CountingRust:
 
     def encode_batch_fast(self, texts, **kwargs):
         self._calls.append(len(texts))
+        self.texts += texts
         return self._rust.encode_batch_fast(texts, **kwargs)
 
     def __getattr__(self, name):
@@ -330,6 +331,8 @@ def test_truncation_tokenizer_calls_do_not_grow_with_prompts_or_probes(tiny):
             assert len(counter.calls) <= 6, counter.calls
             assert counter.calls[0] == n and counter.calls[1] <= (n * k if layout == "paper" else n + k)
             assert all(c <= 2 * n * k + k for c in counter.calls[2:])
+            assert not any(row[2] in t for t in counter.backend_tokenizer.texts for row in rows)
+            counter.backend_tokenizer.texts.clear()
 
 
 def test_backend_rating_probs_ids_skips_the_tokenizer(tiny, rating_rows, prompts_for):
