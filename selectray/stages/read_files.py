@@ -70,7 +70,8 @@ def resolve_inputs(paths: list[str], fmt: str) -> list[tuple[str, str]]:
                 if kind == "parquet":
                     _parquet(f).metadata  # noqa: B018 - reads the footer: a broken file fails here
                 else:
-                    Location(f).fs.open_input_file(Location(f).path).close()
+                    file = Location(f)
+                    file.fs.open_input_file(file.path).close()
             except (OSError, pa.ArrowException) as e:
                 raise InputError(f"cannot read {f}: {str(e).splitlines()[0]}") from None
             files.append((f, kind))
@@ -140,7 +141,8 @@ def plan_parts(files: list[tuple[str, str]], part_rows: int = PART_ROWS, part_by
 
 
 def _stamp(path: str) -> tuple[int, int]:
-    info = Location(path).fs.get_file_info(Location(path).path)
+    loc = Location(path)  # one filesystem client (for object storage, a new one per Location)
+    info = loc.fs.get_file_info(loc.path)
     return int(info.size or 0), int(info.mtime_ns or 0)
 
 
